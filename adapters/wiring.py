@@ -1,0 +1,60 @@
+"""Builds the ledger from configuration (environment variables)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.blobs import FileBlobStore
+from adapters.store import prepare_store, store_environment
+from commands.application import Ledger
+from commands.ports import MEGABYTE, SendPolicy
+from ledger.errors import LedgerError
+
+DEFAULT_HOME = Path("var")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the ledger reads from its environment."""
+
+    database_url: str
+    blob_dir: Path
+    policy: SendPolicy
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("LEDGER_HOME", str(DEFAULT_HOME)))
+        return cls(
+            database_url=env.get(
+                "LEDGER_DATABASE_URL", f"sqlite:///{home / 'ledger.sqlite'}"
+            ),
+            blob_dir=Path(env.get("LEDGER_BLOB_DIR", str(home / "blobs"))),
+            policy=SendPolicy(
+                max_sms_segments=whole_number(env, "LEDGER_SMS_MAX_SEGMENTS", 10),
+                attachment_limit_bytes=MEGABYTE
+                * whole_number(env, "LEDGER_ATTACHMENT_LIMIT_MB", 25),
+            ),
+        )
+
+
+def whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise LedgerError(f"{name} is '{raw}'; set it to a whole number above 0.")
+    return int(raw)
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    """The ledger application on the configured store and blob directory."""
+    prepare_store(settings.database_url)
+    return Ledger(
+        env=store_environment(settings.database_url),
+        policy=settings.policy,
+        blobs=FileBlobStore(settings.blob_dir),
+    )

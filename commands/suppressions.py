@@ -1,0 +1,93 @@
+"""Use cases for the suppression list."""
+
+from __future__ import annotations
+
+from commands.access import require
+from commands.application import Decision, Ledger
+from commands.directory import company_of
+from commands.models import Suppress, Unsuppress
+from commands.ports import now
+from ledger.addresses import normalise_email, normalise_phone
+from ledger.directory import Company
+from ledger.errors import NotFound, RecipientSuppressed
+from ledger.suppression import Suppression
+from ledger.values import Channel, Permission, Principal
+
+
+def normal_address(company: Company, channel: Channel, address: str) -> str:
+    """The form suppressions are keyed by: normalised email, or E.164."""
+    if channel == Channel.EMAIL:
+        return normalise_email(address, "address")
+    return normalise_phone(address, company.default_region, "address")
+
+
+def suppress(ledger: Ledger, principal: Principal, command: Suppress) -> Suppression:
+    """Put an address on the suppression list (again)."""
+    require(principal, Permission.CREATE)
+    company = company_of(ledger, principal)
+    address = normal_address(company, command.channel, command.address)
+    source = principal.user_id or "System"
+    return ledger.execute(
+        lambda: decide_suppression(
+            ledger, company.tenant_id, command.channel, address, command.reason, source
+        )
+    )
+
+
+def decide_suppression(
+    ledger: Ledger,
+    tenant_id: str,
+    channel: Channel,
+    address: str,
+    reason: str,
+    source: str,
+) -> Decision[Suppression]:
+    suppression_id = Suppression.id_for(tenant_id, channel, address)
+    suppression = ledger.load(Suppression, suppression_id)
+    if suppression is None:
+        suppression = Suppression._create(
+            Suppression.Added,
+            id=suppression_id,
+            tenant_id=tenant_id,
+            channel=channel.value,
+            address=address,
+            reason=reason,
+            source=source,
+            occurred_at=now(),
+        )
+    else:
+        suppression.reinstate(reason, source, now())
+    return Decision(suppression, [suppression])
+
+
+def unsuppress(
+    ledger: Ledger, principal: Principal, command: Unsuppress
+) -> Suppression:
+    """Take an address off the suppression list."""
+    require(principal, Permission.CREATE)
+    company = company_of(ledger, principal)
+    address = normal_address(company, command.channel, command.address)
+    source = principal.user_id or "System"
+
+    def decide() -> Decision[Suppression]:
+        suppression = ledger.load(
+            Suppression, Suppression.id_for(company.tenant_id, command.channel, address)
+        )
+        if suppression is None or not suppression.active:
+            raise NotFound("suppression", f"{command.channel.value} {address}")
+        suppression.lift(command.reason, source, now())
+        return Decision(suppression, [suppression])
+
+    return ledger.execute(decide)
+
+
+def check_not_suppressed(
+    ledger: Ledger, tenant_id: str, channel: Channel, addresses: list[str]
+) -> None:
+    """Refuse a send that names any suppressed address."""
+    for address in addresses:
+        suppression = ledger.load(
+            Suppression, Suppression.id_for(tenant_id, channel, address)
+        )
+        if suppression is not None and suppression.active:
+            raise RecipientSuppressed(channel.value, address, suppression.reason)

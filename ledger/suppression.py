@@ -1,0 +1,76 @@
+"""The suppression list: addresses a tenant must not message on a channel."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from eventsourcing.domain import Aggregate
+
+SUPPRESSION_NAMESPACE = uuid.UUID("9e2d7c61-0a4f-4b1e-bb0e-3c6c1d2f8a77")
+
+
+class Suppression(Aggregate):
+    """One address on one channel of one tenant; added, lifted, added again."""
+
+    if TYPE_CHECKING:
+        tenant_id: str
+        channel: str
+        address: str
+        reason: str
+        active: bool
+
+    @staticmethod
+    def id_for(tenant_id: str, channel: str, address: str) -> uuid.UUID:
+        key = f"{tenant_id}\x1f{channel}\x1f{address.lower()}"
+        return uuid.uuid5(SUPPRESSION_NAMESPACE, key)
+
+    class Added(Aggregate.Created):
+        class_version = 1
+        tenant_id: str
+        channel: str
+        address: str
+        reason: str
+        source: str
+        occurred_at: datetime
+
+        def apply(self, suppression: Suppression) -> None:
+            suppression.tenant_id = self.tenant_id
+            suppression.channel = self.channel
+            suppression.address = self.address
+            suppression.activate(self.reason)
+
+    class Reinstated(Aggregate.Event):
+        class_version = 1
+        reason: str
+        source: str
+        occurred_at: datetime
+
+        def apply(self, suppression: Suppression) -> None:
+            suppression.activate(self.reason)
+
+    class Lifted(Aggregate.Event):
+        class_version = 1
+        reason: str
+        source: str
+        occurred_at: datetime
+
+        def apply(self, suppression: Suppression) -> None:
+            suppression.active = False
+
+    def activate(self, reason: str) -> None:
+        self.active = True
+        self.reason = reason
+
+    def reinstate(self, reason: str, source: str, occurred_at: datetime) -> None:
+        if not self.active:
+            self.trigger_event(
+                self.Reinstated, reason=reason, source=source, occurred_at=occurred_at
+            )
+
+    def lift(self, reason: str, source: str, occurred_at: datetime) -> None:
+        if self.active:
+            self.trigger_event(
+                self.Lifted, reason=reason, source=source, occurred_at=occurred_at
+            )
