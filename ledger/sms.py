@@ -68,6 +68,7 @@ _GSM7_ALL: Final = _GSM7_BASIC | _GSM7_EXTENSION
 _GRAPHEME: Final = regex.compile(r"\X")
 _UTF16: Final = "utf-16-le"
 _BMP_LIMIT: Final = 0xFFFF
+_BMP_MAX: Final = chr(_BMP_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def _pack_ucs2(body: str) -> int:
     joined = body.encode(_UTF16, "surrogatepass").decode(_UTF16, "surrogatepass")
     segments, used = 1, 0
     for cluster in _clusters(joined):
-        width = _utf16_units(cluster)
+        # Most clusters are BMP-only; max() in C skips an encode for each of them.
+        width = len(cluster) if max(cluster) <= _BMP_MAX else _utf16_units(cluster)
         if width <= _UCS2_MULTI:
             if used + width > _UCS2_MULTI:
                 segments, used = segments + 1, 0

@@ -189,6 +189,10 @@ BODIES_WITH_LONG_CLUSTERS = bodies_of(
 
 GSM7_PIECES = st.sampled_from([*GSM_EXTENSION_CHARS, "a", "\r", "\n", "\r\n"])
 ANY_PIECES = st.one_of(st.sampled_from(MIXED_POOL), LONG_CLUSTERS)
+# Each of these has a place where a careless splitter would cut it.
+TRICKY_PIECES = st.sampled_from(
+    ["\r\n", "€", "]", GRINNING, THUMBS_UP_MEDIUM, ITALY, FAMILY, E_ACUTE_DECOMPOSED]
+)
 
 
 @st.composite
@@ -202,6 +206,7 @@ def bodies_at_a_limit(draw: st.DrawFn) -> str:
     pieces = draw(
         st.one_of(
             st.lists(GSM7_PIECES, max_size=6),
+            st.lists(TRICKY_PIECES, max_size=6),
             st.lists(st.one_of(GSM7_PIECES, ANY_PIECES), max_size=6),
         )
     )
@@ -253,6 +258,14 @@ def test_an_empty_body_is_one_gsm7_segment_of_zero_septets() -> None:
 def test_the_reference_table_holds_127_characters_besides_the_escape() -> None:
     assert len(GSM_DEFAULT_TABLE) == 128
     assert len(GSM_BASIC_CHARS) == 127
+
+
+def test_no_character_outside_the_two_tables_is_gsm7() -> None:
+    below_cjk = (chr(code) for code in range(0x3000))
+
+    gsm7 = sorted(char for char in below_cjk if is_gsm7(char))
+
+    assert gsm7 == sorted(GSM_BASIC_CHARS + GSM_EXTENSION_CHARS)
 
 
 @pytest.mark.parametrize("char", GSM_BASIC_CHARS)
@@ -490,7 +503,7 @@ def test_crlf_may_be_split_between_ucs2_segments() -> None:
         ("\U0001f61c" + "2" * 133, 3),
     ],
 )
-def test_single_segment_limits_agree_with_twilio_examples(
+def test_the_twilio_calculator_examples_give_the_same_segment_counts(
     body: str, segments: int
 ) -> None:
     assert count_segments(body).segments == segments
