@@ -24,9 +24,22 @@ def record_inbound(
     return ledger.execute(lambda: decide_inbound(ledger, principal, command))
 
 
+INBOUND_NAMESPACE = uuid.UUID("5d0b8e3a-2c6f-4a19-8f7e-6b3d9a1c4e52")
+
+
+def inbound_message_id(tenant_id: str, inbound_key: str) -> uuid.UUID:
+    """The id an inbound message with this key gets, so a redelivery finds it."""
+    return uuid.uuid5(INBOUND_NAMESPACE, f"{tenant_id}\x1f{inbound_key}")
+
+
 def decide_inbound(
     ledger: Ledger, principal: Principal, command: RecordInbound
 ) -> Decision[uuid.UUID]:
+    reply_id = uuid.uuid4()
+    if command.inbound_key:
+        reply_id = inbound_message_id(principal.tenant_id, command.inbound_key)
+        if ledger.load(Message, reply_id) is not None:
+            return Decision(reply_id)
     ledger.load_in_tenant(
         Customer,
         Customer.id_for(principal.tenant_id, command.customer_id),
@@ -52,13 +65,13 @@ def decide_inbound(
     )
     reply = Message._create(
         Message.Received,
-        id=uuid.uuid4(),
+        id=reply_id,
         tenant_id=principal.tenant_id,
         customer_id=command.customer_id,
         occurred_at=occurred_at,
-        cc=[],
+        cc=command.cc,
         text=command.body,
-        attachments=[],
+        attachments=command.attachments,
         provider=command.provider,
         provider_message_id=command.provider_message_id,
         in_reply_to=answered and str(answered.id),
@@ -66,7 +79,9 @@ def decide_inbound(
         sent_by=Attribution(principal.user_id).as_dict(),
         **fields,
     )
-    if answered is None:
+    if answered is None or command.auto_reply:
+        # An auto-reply keeps its in_reply_to link but is no answer: counting it
+        # would mark an out-of-office as the customer replying.
         return Decision(reply.id, [reply])
     answered.add_reply(reply, occurred_at)
     return Decision(reply.id, [reply, answered])

@@ -205,3 +205,6 @@ class RecordInbound(Command):
     provider_message_id: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     occurred_at: datetime | None = None
+    cc: AddressList = Field(default_factory=list)
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    inbound_key: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
