@@ -1,0 +1,535 @@
+"""The broker worker against the real nats-server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import nats
+import pytest
+from eventsourcing.domain import Aggregate
+from nats.js.client import JetStreamContext
+
+from adapters.broker.settings import BrokerSettings
+from adapters.broker.status import StatusPublisher
+from adapters.broker.worker import BrokerWorker, ensure_streams
+from adapters.store import store_environment
+from commands.application import Ledger
+from commands.automation import MapTrigger, map_trigger
+from commands.delivery import get_message, record_delivery_event
+from commands.models import RecordDeliveryEvent, SaveTemplate, SendMessage
+from commands.send import send_message
+from commands.templates import save_template
+from ledger.automation import Trigger
+from ledger.errors import StoreUnavailable
+from ledger.message import Message, idempotent_message_id
+from ledger.values import Channel, Principal, Status
+
+NATS_URL = "nats://127.0.0.1:4222"
+T = TypeVar("T")
+
+SEND = {
+    "customer_id": "c-ada",
+    "channel": "email",
+    "subject": "Your visit on Friday",
+    "body": "See you at 10:00.",
+}
+
+
+@pytest.fixture
+def broker_settings() -> Iterator[BrokerSettings]:
+    """Subjects and streams of this test's own, deleted afterwards."""
+    token = uuid.uuid4().hex[:10]
+    settings = BrokerSettings(
+        servers=NATS_URL,
+        root=f"t{token}",
+        stream_prefix=f"T{token}",
+        max_deliveries=3,
+        retry_delays=(0.2,),
+        status_poll=0.05,
+    )
+    yield settings
+    asyncio.run(delete_streams(settings))
+
+
+async def delete_streams(settings: BrokerSettings) -> None:
+    client = await nats.connect(NATS_URL)
+    try:
+        for name in (settings.intake_stream, settings.outbox_stream):
+            try:
+                await client.jetstream().delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                continue
+    finally:
+        await client.close()
+
+
+class Harness:
+    """A running worker, and a service publishing to it and listening to it."""
+
+    def __init__(
+        self, ledger: Ledger, settings: BrokerSettings, jetstream: JetStreamContext
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.jetstream = jetstream
+
+    async def publish(
+        self, tenant: str, suffix: str, body: object, msg_id: str | None = None
+    ) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        return await self.jetstream.publish(
+            self.settings.subject(tenant, suffix),
+            data,
+            stream=self.settings.intake_stream,
+            headers=headers,
+        )
+
+    async def read(self, tenant: str, suffix: str, count: int) -> list[dict[str, Any]]:
+        """The first `count` messages the ledger published on a subject."""
+        subscription = await self.jetstream.pull_subscribe(
+            self.settings.subject(tenant, suffix), stream=self.settings.outbox_stream
+        )
+        received: list[Any] = []
+        for _ in range(100):
+            if len(received) >= count:
+                break
+            try:
+                received += await subscription.fetch(count - len(received), timeout=0.2)
+            except TimeoutError:
+                continue
+        await subscription.unsubscribe()
+        return [json.loads(message.data) for message in received]
+
+    async def consumer_settled(self, kind: str) -> bool:
+        """Whether the consumer has nothing pending or awaiting an ack."""
+        info = await self.jetstream.consumer_info(
+            self.settings.intake_stream, f"{self.settings.stream_prefix}_{kind}"
+        )
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def eventually(check: Callable[[], Awaitable[T]], what: str) -> T:
+    """Wait until `check` gives something truthy; fail naming `what` otherwise."""
+    for _ in range(200):
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def run_with_worker(
+    ledger: Ledger,
+    settings: BrokerSettings,
+    scenario: Callable[[Harness], Awaitable[T]],
+    *,
+    publish_status: bool = True,
+) -> T:
+    async def main() -> T:
+        client = await nats.connect(NATS_URL)
+        try:
+            async with BrokerWorker(ledger, settings, publish_status=publish_status):
+                return await scenario(Harness(ledger, settings, client.jetstream()))
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def message_for(ledger: Ledger, tenant: str, key: str) -> Callable[[], Awaitable[Any]]:
+    async def check() -> Message | None:
+        found = await asyncio.to_thread(
+            ledger.load, Message, idempotent_message_id(tenant, key)
+        )
+        return found
+
+    return check
+
+
+def test_a_send_command_queues_the_message_and_its_status_is_published(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    async def scenario(harness: Harness) -> tuple[Message, list[dict[str, Any]]]:
+        await harness.publish("brightside", "commands.send", SEND, msg_id="order-1")
+        message = await eventually(
+            message_for(ledger, "brightside", "nats:order-1"), "the queued message"
+        )
+        statuses = await harness.read("brightside", "status.queued", 1)
+        await eventually(lambda: harness.consumer_settled("send"), "the ack")
+        return message, statuses
+
+    message, statuses = run_with_worker(ledger, broker_settings, scenario)
+
+    assert message.status == Status.QUEUED
+    assert message.sent_by == {"user_id": None, "trigger": None}
+    assert statuses[0]["message_id"] == str(message.id)
+    assert statuses[0]["status"] == "queued"
+    assert statuses[0]["idempotency_key"] == "nats:order-1"
+
+
+def test_a_command_published_twice_queues_one_message(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    command = {**SEND, "idempotency_key": "visit-42"}
+
+    async def scenario(harness: Harness) -> tuple[Any, Any]:
+        first = await harness.publish("brightside", "commands.send", command, "a-1")
+        again = await harness.publish("brightside", "commands.send", command, "a-1")
+        await harness.publish("brightside", "commands.send", command, "a-2")
+        await eventually(lambda: harness.consumer_settled("send"), "the acks")
+        return first, again
+
+    first, again = run_with_worker(ledger, broker_settings, scenario)
+
+    assert not first.duplicate
+    assert again.duplicate
+    queued = ledger.recorder.select_notifications(
+        None, 100, topics=["ledger.message:Message.Queued"]
+    )
+    assert len(queued) == 1
+
+
+def test_a_malformed_command_is_dead_lettered_with_its_reason_and_not_redelivered(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    async def scenario(harness: Harness) -> tuple[list[Any], list[Any], bool]:
+        await harness.publish("brightside", "commands.send", b"{not json", "bad-1")
+        await harness.publish(
+            "brightside", "commands.send", {**SEND, "colour": "red"}, "bad-2"
+        )
+        dead = await harness.read("brightside", "deadletter", 2)
+        results = await harness.read("brightside", "results", 2)
+        settled = await eventually(
+            lambda: harness.consumer_settled("send"), "the terminations"
+        )
+        return dead, results, settled
+
+    dead, results, settled = run_with_worker(ledger, broker_settings, scenario)
+
+    reasons = {letter["command_id"]: letter["reason"] for letter in dead}
+    assert reasons["bad-1"].startswith("The payload is not JSON")
+    assert reasons["bad-2"] == "colour: is not a field of this command; remove it."
+    assert dead[0]["deliveries"] == 1
+    assert {result["command_id"] for result in results} == {"bad-1", "bad-2"}
+    assert all(result["accepted"] is False for result in results)
+    assert settled
+
+
+def test_a_refused_command_tells_the_sender_why_and_records_nothing(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    unknown_customer = {**SEND, "customer_id": "c-nobody"}
+
+    async def scenario(harness: Harness) -> list[dict[str, Any]]:
+        await harness.publish("brightside", "commands.send", unknown_customer, "r-1")
+        await harness.publish("rival-clinic", "commands.send", SEND, "r-2")
+        results = await harness.read("brightside", "results", 1)
+        results += await harness.read("rival-clinic", "results", 1)
+        return results
+
+    results = run_with_worker(ledger, broker_settings, scenario)
+
+    assert results[0]["reason"] == "No customer 'c-nobody' exists in this company."
+    assert results[1]["reason"] == "No company 'rival-clinic' exists in this company."
+    assert ledger.load(Message, idempotent_message_id("brightside", "nats:r-1")) is None
+
+
+def test_a_send_without_any_idempotency_key_is_refused(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    async def scenario(harness: Harness) -> list[dict[str, Any]]:
+        await harness.publish("brightside", "commands.send", SEND)
+        return await harness.read("brightside", "deadletter", 1)
+
+    dead = run_with_worker(ledger, broker_settings, scenario, publish_status=False)
+
+    assert dead[0]["field"] == "idempotency_key"
+    assert "Nats-Msg-Id" in dead[0]["reason"]
+
+
+class FlakyLedger(Ledger):
+    """A ledger whose store refuses the first `failures` commits, as in an outage."""
+
+    name = "ledger"
+    failures = 0
+
+    def commit(self, aggregates: Sequence[Aggregate]) -> None:
+        if FlakyLedger.failures > 0:
+            FlakyLedger.failures -= 1
+            raise StoreUnavailable("The event store is restarting; nothing recorded.")
+        super().commit(aggregates)
+
+
+@pytest.fixture
+def flaky_ledger(ledger: Ledger, ledger_url: str) -> Iterator[FlakyLedger]:
+    flaky = FlakyLedger(env=store_environment(ledger_url), blobs=ledger.blobs)
+    yield flaky
+    flaky.close()
+    FlakyLedger.failures = 0
+
+
+def test_a_command_that_meets_a_store_outage_is_redelivered_later_and_recorded(
+    flaky_ledger: FlakyLedger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    FlakyLedger.failures = 1
+
+    async def scenario(harness: Harness) -> Message:
+        await harness.publish("brightside", "commands.send", SEND, "slow-1")
+        return await eventually(
+            message_for(flaky_ledger, "brightside", "nats:slow-1"), "the message"
+        )
+
+    message = run_with_worker(flaky_ledger, broker_settings, scenario)
+
+    assert message.status == Status.QUEUED
+    assert FlakyLedger.failures == 0
+
+
+def test_a_command_that_keeps_meeting_an_outage_is_dead_lettered_in_the_end(
+    flaky_ledger: FlakyLedger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    FlakyLedger.failures = 1_000
+
+    async def scenario(harness: Harness) -> list[dict[str, Any]]:
+        await harness.publish("brightside", "commands.send", SEND, "down-1")
+        return await harness.read("brightside", "deadletter", 1)
+
+    dead = run_with_worker(flaky_ledger, broker_settings, scenario)
+
+    assert dead[0]["deliveries"] == 3
+    assert dead[0]["reason"].startswith("Gave up after 3 deliveries: The event store")
+
+
+@pytest.fixture
+def receipt_template(ledger: Ledger, staff: Principal, company: None) -> str:
+    save_template(
+        ledger,
+        staff,
+        SaveTemplate(
+            template_id="receipt",
+            channel=Channel.EMAIL,
+            subject="Payment received",
+            body="Thank you, {{ customer_first_name }}: we received {{ amount }}.",
+        ),
+    )
+    return "receipt"
+
+
+def test_a_trigger_event_sends_its_template_attributed_to_the_user_who_caused_it(
+    ledger: Ledger,
+    broker_settings: BrokerSettings,
+    staff: Principal,
+    ada: str,
+    receipt_template: str,
+) -> None:
+    map_trigger(
+        ledger,
+        staff,
+        MapTrigger(trigger=Trigger.PAYMENT_RECORDED, template_id="receipt"),
+    )
+    event = {
+        "event_id": "pay-981",
+        "customer_id": ada,
+        "user_id": "jo.cashier",
+        "merge_values": {"amount": "$120.00"},
+    }
+
+    async def scenario(harness: Harness) -> Message:
+        await harness.publish(
+            "brightside", "triggers.PaymentRecorded", event, "pay-981"
+        )
+        await harness.publish(
+            "brightside", "triggers.PaymentRecorded", event, "pay-981b"
+        )
+        await eventually(lambda: harness.consumer_settled("triggers"), "the acks")
+        key = "trigger:PaymentRecorded:pay-981"
+        return await eventually(message_for(ledger, "brightside", key), "the message")
+
+    message = run_with_worker(ledger, broker_settings, scenario)
+
+    assert message.sent_by == {
+        "user_id": "jo.cashier",
+        "trigger": "PaymentRecorded:pay-981",
+    }
+    assert message.template_id == "receipt"
+    assert message.text == "Thank you, Ada: we received $120.00."
+    queued = ledger.recorder.select_notifications(
+        None, 100, topics=["ledger.message:Message.Queued"]
+    )
+    assert len(queued) == 1
+
+
+def test_a_statement_emailed_event_attaches_its_pdf(
+    ledger: Ledger, broker_settings: BrokerSettings, staff: Principal, ada: str
+) -> None:
+    save_template(
+        ledger,
+        staff,
+        SaveTemplate(
+            template_id="statement",
+            channel=Channel.EMAIL,
+            subject="Your statement",
+            body="Your statement is attached.",
+        ),
+    )
+    map_trigger(
+        ledger,
+        staff,
+        MapTrigger(trigger=Trigger.STATEMENT_EMAILED, template_id="statement"),
+    )
+    pdf = b"%PDF-1.7\n% statement for Ada\n%%EOF\n"
+    event = {
+        "event_id": "stmt-2026-11",
+        "customer_id": ada,
+        "statement": {
+            "name": "statement-2026-11.pdf",
+            "content": base64.b64encode(pdf).decode(),
+        },
+    }
+
+    async def scenario(harness: Harness) -> Message:
+        await harness.publish("brightside", "triggers.StatementEmailed", event, "s-1")
+        key = "trigger:StatementEmailed:stmt-2026-11"
+        return await eventually(message_for(ledger, "brightside", key), "the message")
+
+    message = run_with_worker(ledger, broker_settings, scenario, publish_status=False)
+
+    assert message.sent_by["user_id"] is None
+    [attachment] = message.attachments
+    assert attachment["name"] == "statement-2026-11.pdf"
+    assert attachment["media_type"] == "application/pdf"
+    assert ledger.blobs.get(attachment["sha256"]) == pdf
+
+
+def test_an_unmapped_or_unknown_trigger_is_dead_lettered_saying_how_to_fix_it(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    event = {"event_id": "t-1", "customer_id": ada}
+
+    async def scenario(harness: Harness) -> list[dict[str, Any]]:
+        await harness.publish("brightside", "triggers.TicketDueSoon", event, "t-1")
+        await harness.publish("brightside", "triggers.InvoiceLost", event, "t-2")
+        return await harness.read("brightside", "deadletter", 2)
+
+    dead = run_with_worker(ledger, broker_settings, scenario, publish_status=False)
+
+    reasons = {letter["command_id"]: letter["reason"] for letter in dead}
+    assert "ledger automations set TicketDueSoon --template ID" in reasons["t-1"]
+    assert reasons["t-2"].startswith("'InvoiceLost' is not a trigger")
+
+
+def test_a_retry_command_starts_a_new_attempt(
+    ledger: Ledger, broker_settings: BrokerSettings, staff: Principal, ada: str
+) -> None:
+    receipt = send_message(ledger, staff, SendMessage.model_validate(SEND))
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=str(receipt.message_id), outcome="failed", provider="smtp"
+        ),
+    )
+
+    async def scenario(harness: Harness) -> list[dict[str, Any]]:
+        retry = {"message_id": str(receipt.message_id)}
+        await harness.publish("brightside", "commands.retry", retry, "retry-1")
+        await eventually(lambda: harness.consumer_settled("retry"), "the ack")
+        return await harness.read("brightside", "status.retried", 1)
+
+    statuses = run_with_worker(ledger, broker_settings, scenario)
+
+    assert get_message(ledger, staff, str(receipt.message_id)).status == Status.RETRIED
+    assert statuses[0]["attempt"] == 2
+    assert statuses[0]["status"] == "retried"
+
+
+def test_the_status_publisher_resumes_after_the_last_position_it_recorded(
+    ledger: Ledger, broker_settings: BrokerSettings, staff: Principal, ada: str
+) -> None:
+    first = send_message(ledger, staff, SendMessage.model_validate(SEND))
+
+    async def publish_once() -> int:
+        client = await nats.connect(NATS_URL)
+        try:
+            jetstream = client.jetstream()
+            await ensure_streams(jetstream, broker_settings)
+            return await StatusPublisher(
+                ledger, broker_settings, jetstream
+            ).publish_next()
+        finally:
+            await client.close()
+
+    before = asyncio.run(publish_once())
+    second = send_message(ledger, staff, SendMessage.model_validate(SEND))
+    after = asyncio.run(publish_once())
+    nothing_new = asyncio.run(publish_once())
+
+    async def statuses() -> list[dict[str, Any]]:
+        client = await nats.connect(NATS_URL)
+        try:
+            harness = Harness(ledger, broker_settings, client.jetstream())
+            return await harness.read("brightside", "status.queued", 2)
+        finally:
+            await client.close()
+
+    published = asyncio.run(statuses())
+
+    assert (before, after, nothing_new) == (1, 1, 0)
+    assert [s["message_id"] for s in published] == [
+        str(first.message_id),
+        str(second.message_id),
+    ]
+
+
+def test_the_faststream_push_consumer_takes_and_refuses_commands_the_same_way(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    push = dataclasses.replace(broker_settings, consumer="push")
+
+    async def scenario(harness: Harness) -> tuple[Message, list[dict[str, Any]]]:
+        await harness.publish("brightside", "commands.send", SEND, "push-1")
+        await harness.publish("brightside", "commands.send", b"[1, 2]", "push-2")
+        message = await eventually(
+            message_for(ledger, "brightside", "nats:push-1"), "the queued message"
+        )
+        return message, await harness.read("brightside", "deadletter", 1)
+
+    message, dead = run_with_worker(ledger, push, scenario, publish_status=False)
+
+    assert message.status == Status.QUEUED
+    assert dead[0]["command_id"] == "push-2"
+    assert dead[0]["reason"] == (
+        "The payload is not a JSON object; send the command's fields."
+    )
+
+
+def test_commands_published_while_the_worker_is_down_are_taken_when_it_returns(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    async def first_run(harness: Harness) -> None:
+        await harness.publish("brightside", "commands.send", SEND, "before-1")
+        await eventually(message_for(ledger, "brightside", "nats:before-1"), "it")
+
+    async def while_down() -> None:
+        client = await nats.connect(NATS_URL)
+        harness = Harness(ledger, broker_settings, client.jetstream())
+        await harness.publish("brightside", "commands.send", SEND, "during-1")
+        await client.close()
+
+    async def second_run(harness: Harness) -> Message:
+        return await eventually(
+            message_for(ledger, "brightside", "nats:during-1"), "the late command"
+        )
+
+    run_with_worker(ledger, broker_settings, first_run, publish_status=False)
+    asyncio.run(while_down())
+    message = run_with_worker(ledger, broker_settings, second_run, publish_status=False)
+
+    assert message.status == Status.QUEUED
