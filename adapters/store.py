@@ -16,6 +16,9 @@ from psycopg import sql
 
 from ledger.errors import LedgerError
 
+# The library's recorder with a faster batch insert (see adapters.fast_store).
+ARRAY_INSERT_RECORDER = "adapters.fast_store:ArrayInsertRecorder"
+
 
 class BadDatabaseUrl(LedgerError):
     """Raised when LEDGER_DATABASE_URL cannot be understood."""
@@ -69,6 +72,7 @@ def postgres_environment(url: str) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": query.get("pool_size", ["10"])[0],
         "POSTGRES_MAX_OVERFLOW": "20",
         "POSTGRES_CONNECT_TIMEOUT": "10",
+        "APPLICATION_RECORDER_TOPIC": ARRAY_INSERT_RECORDER,
     }
     if "schema" in query:
         env["POSTGRES_SCHEMA"] = query["schema"][0]

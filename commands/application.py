@@ -16,15 +16,24 @@ decides afresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+)
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import EnvType
+from psycopg import sql
 
 from commands.ports import BlobStore, MemoryBlobStore, SendPolicy
 from ledger.errors import InvalidTransition, NotFound, StoreUnavailable
@@ -35,6 +44,8 @@ R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
 
 CONFLICT_RETRIES = 3
+# Ids per batched read: well inside SQLite's limit on bound parameters.
+READ_CHUNK = 500
 
 
 @dataclass
@@ -50,6 +61,7 @@ class Decision(Generic[R]):
 
 
 Decide = Callable[[], Decision[R]]
+History = Mapping[UUID, Sequence[Any]]
 
 
 class Ledger(Application[UUID]):
@@ -68,6 +80,7 @@ class Ledger(Application[UUID]):
         super().__init__(env)
         self.policy = policy or SendPolicy()
         self.blobs = blobs or MemoryBlobStore()
+        self._read_scope = threading.local()
 
     def execute(self, decide: Decide[R]) -> R:
         """Take a decision and commit it, deciding again after a write conflict."""
@@ -88,7 +101,7 @@ class Ledger(Application[UUID]):
     def commit(self, aggregates: Sequence[Aggregate]) -> None:
         """Save the pending events of `aggregates` in one transaction."""
         try:
-            self.save(*aggregates)
+            self.save_aggregates(aggregates)
         except IntegrityError:
             raise
         except PersistenceError as exc:
@@ -96,15 +109,127 @@ class Ledger(Application[UUID]):
                 f"The event store refused the write ({exc}); nothing was recorded."
             ) from exc
 
+    def save_aggregates(self, aggregates: Sequence[Aggregate]) -> None:
+        """`save(*aggregates)` without the library's per-object protocol checks.
+
+        `Application.save` tests every object against runtime-checkable
+        protocols, which costs more than encoding the event; the aggregates
+        here are known to be aggregates, so their events are collected
+        directly and the rest of `save` follows unchanged.
+        """
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)
+
     def load(self, kind: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate, or None when it does not exist."""
-        try:
-            aggregate: object = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+        history: History | None = getattr(self._read_scope, "history", None)
+        shared: dict[UUID, object] | None = getattr(self._read_scope, "shared", None)
+        aggregate: object
+        if shared is not None and aggregate_id in shared:
+            aggregate = shared[aggregate_id]
+        elif history is not None and aggregate_id in history:
+            # Each load projects a fresh object, so two decisions in one group
+            # never share (and mutate) the same aggregate.
+            aggregate = None
+            for event in history[aggregate_id]:
+                aggregate = event.mutate(aggregate)
+            if shared is not None:
+                shared[aggregate_id] = aggregate
+        else:
+            try:
+                aggregate = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
         if not isinstance(aggregate, kind):
             return None
         return aggregate
+
+    def read_history(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, list[Any]]:
+        """The events of many aggregates in one query; missing ones map to []."""
+        wanted = list(dict.fromkeys(aggregate_ids))
+        history: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in wanted}
+        try:
+            stored = [
+                stored_event
+                for start in range(0, len(wanted), READ_CHUNK)
+                for stored_event in self._select_stored_events(
+                    wanted[start : start + READ_CHUNK]
+                )
+            ]
+        except PersistenceError as exc:
+            raise StoreUnavailable(
+                f"The event store could not be read ({exc}); try again."
+            ) from exc
+        for stored_event in stored:
+            event = self.mapper.to_domain_event(stored_event)
+            history[UUID(str(stored_event.originator_id))].append(event)
+        return history
+
+    def _select_stored_events(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
+        recorder = self.recorder
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = sql.SQL(
+                "SELECT originator_id, originator_version, topic, state "
+                "FROM {}.{} WHERE originator_id = ANY(%s) "
+                "ORDER BY originator_id, originator_version"
+            ).format(
+                sql.Identifier(recorder.datastore.schema),
+                sql.Identifier(recorder.events_table_name),
+            )
+            # One autocommit statement: a read needs no BEGIN/ROLLBACK round trips.
+            with recorder.datastore.get_connection() as connection:
+                rows = connection.execute(statement, [aggregate_ids], prepare=True)
+                return [StoredEvent(**row) for row in rows.fetchall()]
+        if isinstance(recorder, SQLiteAggregateRecorder):
+            marks = ",".join("?" * len(aggregate_ids))
+            statement_text = (
+                "SELECT originator_id, originator_version, topic, state "
+                f"FROM {recorder.events_table_name} WHERE originator_id IN ({marks}) "
+                "ORDER BY originator_id, originator_version"
+            )
+            with recorder.datastore.transaction(commit=False) as lite:
+                lite.execute(statement_text, [i.hex for i in aggregate_ids])
+                return [
+                    StoredEvent(
+                        originator_id=UUID(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=row["state"],
+                    )
+                    for row in lite.fetchall()
+                ]
+        return [
+            stored_event
+            for aggregate_id in aggregate_ids
+            for stored_event in recorder.select_events(aggregate_id)
+        ]
+
+    @contextmanager
+    def reading_from(
+        self, history: History, shared: dict[UUID, object] | None = None
+    ) -> Iterator[None]:
+        """Serve `load` from `history` (already read) on this thread for a while.
+
+        Given a `shared` dict, each aggregate is projected once into it and the
+        same object is returned to every load: only for readers that never
+        change what they load.
+        """
+        previous = (
+            getattr(self._read_scope, "history", None),
+            getattr(self._read_scope, "shared", None),
+        )
+        self._read_scope.history = history
+        self._read_scope.shared = shared
+        try:
+            yield
+        finally:
+            self._read_scope.history, self._read_scope.shared = previous
 
     def load_in_tenant(
         self, kind: type[A], aggregate_id: UUID, tenant_id: str, label: str, key: Any

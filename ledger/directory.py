@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate
@@ -21,6 +22,7 @@ class Company(Aggregate):
         default_region: str
 
     @staticmethod
+    @lru_cache(maxsize=65536)
     def id_for(tenant_id: str) -> uuid.UUID:
         return uuid.uuid5(DIRECTORY_NAMESPACE, f"company\x1f{tenant_id}")
 
@@ -73,6 +75,7 @@ class Customer(Aggregate):
         cell_phone: str | None
 
     @staticmethod
+    @lru_cache(maxsize=65536)
     def id_for(tenant_id: str, customer_id: str) -> uuid.UUID:
         return uuid.uuid5(
             DIRECTORY_NAMESPACE, f"customer\x1f{tenant_id}\x1f{customer_id}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate
@@ -22,6 +23,7 @@ class Suppression(Aggregate):
         active: bool
 
     @staticmethod
+    @lru_cache(maxsize=65536)
     def id_for(tenant_id: str, channel: str, address: str) -> uuid.UUID:
         key = f"{tenant_id}\x1f{channel}\x1f{address.lower()}"
         return uuid.uuid5(SUPPRESSION_NAMESPACE, key)

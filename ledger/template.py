@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate
@@ -36,6 +37,7 @@ class Template(Aggregate):
         versions: list[TemplateVersion]
 
     @staticmethod
+    @lru_cache(maxsize=65536)
     def id_for(tenant_id: str, template_id: str) -> uuid.UUID:
         return uuid.uuid5(TEMPLATE_NAMESPACE, f"{tenant_id}\x1f{template_id}")
 

@@ -1,0 +1,427 @@
+"""Grouped commits: many concurrent commands decided apart, committed together.
+
+Callers (threads, or asyncio tasks) hand a decision function to a
+`GroupCommitter`. One committer thread takes whatever has arrived, reads what
+the group needs in one query per round, decides each command on that state,
+and saves every aggregate of the group in ONE transaction. Each caller hears
+its own outcome only after that transaction has committed.
+
+The rules it keeps:
+
+- A command that is refused (validation, suppression, permission) fails alone;
+  the rest of its group still commits.
+- Two commands of one group that write the same aggregate (the same
+  idempotency key, two reports on one message) are not saved together: the
+  later one waits for the next round and is decided again on the committed
+  state, so a repeated key gets the original message back.
+- A write conflict with a writer outside the group makes the group fall back
+  to one transaction per command, each decided again on fresh state.
+- A database failure fails exactly the commands of the group with
+  StoreUnavailable; their transaction rolled back as a whole.
+- The committer never lingers for more commands: it starts on a command as
+  soon as it is idle, and groups only what arrived while it was busy, capped
+  at `max_group` commands, so a lone caller waits for nobody.
+
+The next group is decided while the previous transaction is in flight. A
+request that reads or writes an aggregate that transaction writes is held back
+a round, so no decision is taken on state that is about to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from commands.access import require
+from commands.application import Decide, Decision, History, Ledger
+from commands.delivery import Outcome, decide_delivery_event
+from commands.models import RecordDeliveryEvent, SendMessage
+from commands.send import SendReceipt, address, decide_send
+from ledger.directory import Company, Customer
+from ledger.errors import LedgerError, StoreUnavailable
+from ledger.message import idempotent_message_id
+from ledger.suppression import Suppression
+from ledger.template import Template
+from ledger.values import Permission, Principal
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+MAX_GROUP = 256
+
+ReadRound = Callable[[Ledger], Iterable[UUID]]
+"""Names aggregates a decision will load; it may load (never change) earlier reads."""
+
+
+class CommitterClosed(LedgerError):
+    """Raised when a command is handed to a group committer that has stopped."""
+
+
+@dataclass
+class Request(Generic[R]):
+    """One caller's command waiting in the committer's queue."""
+
+    decide: Decide[R]
+    reads: Sequence[ReadRound] = ()
+    loads_read_only: bool = False
+    future: Future[R] = field(default_factory=Future)
+
+
+@dataclass
+class Decided:
+    """A request whose decision writes, ready to be saved with its group."""
+
+    request: Request[Any]
+    decision: Decision[Any]
+
+
+class GroupCommitter:
+    """Commits concurrent commands in shared transactions; see the module notes."""
+
+    def __init__(self, ledger: Ledger, *, max_group: int = MAX_GROUP) -> None:
+        if max_group < 1:
+            raise ValueError(f"max_group is {max_group}; set it to 1 or more.")
+        self.ledger = ledger
+        self.max_group = max_group
+        self.groups_committed = 0
+        self.commands_committed = 0
+        self._in_flight: set[UUID] = set()
+        self._queue: queue.SimpleQueue[Request[Any] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="group-committer", daemon=True
+        )
+        self._thread.start()
+
+    def submit(
+        self,
+        decide: Decide[R],
+        reads: Sequence[ReadRound] = (),
+        *,
+        loads_read_only: bool = False,
+    ) -> R:
+        """Decide and commit one command with others; blocks until it is durable."""
+        return self.enqueue(decide, reads, loads_read_only=loads_read_only).result()
+
+    async def submit_async(
+        self,
+        decide: Decide[R],
+        reads: Sequence[ReadRound] = (),
+        *,
+        loads_read_only: bool = False,
+    ) -> R:
+        """As `submit`, awaiting the outcome instead of blocking the event loop."""
+        future = self.enqueue(decide, reads, loads_read_only=loads_read_only)
+        return await asyncio.wrap_future(future)
+
+    def enqueue(
+        self,
+        decide: Decide[R],
+        reads: Sequence[ReadRound] = (),
+        *,
+        loads_read_only: bool = False,
+    ) -> Future[R]:
+        """Queue a command; the future resolves once its group has committed.
+
+        `reads` name what the decision will load, so the group reads it in one
+        query per round. `loads_read_only` promises the decision changes none
+        of the aggregates it loads (it only creates new ones), which lets it
+        share the group's projections instead of projecting its own copies.
+        """
+        if self._closed.is_set():
+            raise CommitterClosed(
+                "The group committer has been closed; create a new one to send."
+            )
+        request: Request[R] = Request(decide, reads, loads_read_only)
+        self._queue.put(request)
+        return request.future
+
+    def send(self, principal: Principal, command: SendMessage) -> SendReceipt:
+        """Record a message as Queued, committed with concurrent sends."""
+        return self.queue_send(principal, command).result()
+
+    async def send_async(
+        self, principal: Principal, command: SendMessage
+    ) -> SendReceipt:
+        """As `send`, for asyncio callers."""
+        return await asyncio.wrap_future(self.queue_send(principal, command))
+
+    def queue_send(
+        self, principal: Principal, command: SendMessage
+    ) -> Future[SendReceipt]:
+        """Queue a send; the future holds its receipt once its group committed."""
+        return self.enqueue(
+            lambda: decide_send(self.ledger, principal, command),
+            [
+                lambda _: send_reads(principal, command),
+                lambda ledger: suppression_reads(ledger, principal, command),
+            ],
+            loads_read_only=True,
+        )
+
+    def record_delivery_event(
+        self, principal: Principal, command: RecordDeliveryEvent
+    ) -> Outcome:
+        """Record one provider outcome, committed with concurrent ones."""
+        return self.queue_delivery_event(principal, command).result()
+
+    def queue_delivery_event(
+        self, principal: Principal, command: RecordDeliveryEvent
+    ) -> Future[Outcome]:
+        """Queue a provider outcome; a repeat of the same report appends nothing."""
+        require(principal, Permission.CREATE)
+        return self.enqueue(
+            lambda: decide_delivery_event(self.ledger, principal, command),
+            [lambda _: message_ids(command)],
+        )
+
+    def close(self) -> None:
+        """Finish the queued commands, then stop the committer thread."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> GroupCommitter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        """Decide round after round; each round's write overlaps the next decide."""
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-writer")
+        writing: Future[None] | None = None
+        deferred: list[Request[Any]] = []
+        stop = False
+        while deferred or not stop:
+            group, stop = self._gather(deferred, stop)
+            if not group:
+                break
+            decided, deferred = self._decide_safely(group)
+            if writing is not None:
+                writing.result()
+                writing = None
+            self._in_flight = set()
+            if not decided:
+                continue
+            if deferred or not self._queue.empty():
+                self._in_flight = {
+                    aggregate.id
+                    for item in decided
+                    for aggregate in item.decision.aggregates
+                }
+                writing = writer.submit(self._save_safely, decided)
+            else:
+                # Nothing else to decide meanwhile: saving here spares a lone
+                # caller the hand-over to the writer thread.
+                self._save_safely(decided)
+        if writing is not None:
+            writing.result()
+        writer.shutdown()
+        self._refuse_stragglers()
+
+    def _refuse_stragglers(self) -> None:
+        """Fail requests that slipped in while the committer was closing."""
+        closed = CommitterClosed(
+            "The group committer was closed before this command ran; send it again."
+        )
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                fail_unresolved([request], closed)
+
+    def _gather(
+        self, deferred: list[Request[Any]], stop: bool
+    ) -> tuple[list[Request[Any]], bool]:
+        """Deferred requests first, then whatever else has arrived (or the next)."""
+        group = list(deferred)
+        if not group and not stop:
+            first = self._queue.get()
+            if first is None:
+                return [], True
+            group.append(first)
+        while not stop and len(group) < self.max_group:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                stop = True
+            else:
+                group.append(more)
+        return group, stop
+
+    def _decide_safely(
+        self, requests: list[Request[Any]]
+    ) -> tuple[list[Decided], list[Request[Any]]]:
+        try:
+            return self._decide_all(requests)
+        except Exception as exc:
+            # The committer must outlive anything a round throws (a failed read,
+            # say), or every later caller would wait for ever.
+            logger.exception("deciding a group failed")
+            fail_unresolved(requests, exc)
+            return [], []
+
+    def _save_safely(self, decided: list[Decided]) -> None:
+        try:
+            self._save(decided)
+        except Exception as exc:
+            logger.exception("committing a group failed")
+            fail_unresolved([item.request for item in decided], exc)
+
+    def _decide_all(
+        self, requests: list[Request[Any]]
+    ) -> tuple[list[Decided], list[Request[Any]]]:
+        """Decide each request on one read of the group; defer any that collide.
+
+        A request collides when it reads or writes an aggregate the transaction
+        still in flight writes (its read would be stale), or writes one that an
+        earlier request of this round writes.
+        """
+        history, reads, projections = self._read_ahead(requests)
+        decided: list[Decided] = []
+        deferred: list[Request[Any]] = []
+        claimed: set[UUID] = set(self._in_flight)
+        for request, named in zip(requests, reads, strict=True):
+            if named & self._in_flight:
+                deferred.append(request)
+                continue
+            shared = projections if request.loads_read_only else None
+            try:
+                with self.ledger.reading_from(history, shared):
+                    decision = request.decide()
+            except Exception as exc:
+                request.future.set_exception(exc)
+                continue
+            if not decision.writes:
+                request.future.set_result(decision.result)
+                continue
+            written = {aggregate.id for aggregate in decision.aggregates}
+            if written & claimed:
+                deferred.append(request)
+                continue
+            claimed |= written
+            decided.append(Decided(request, decision))
+        return decided, deferred
+
+    def _read_ahead(
+        self, requests: list[Request[Any]]
+    ) -> tuple[History, list[set[UUID]], dict[UUID, object]]:
+        """Read, round by round, every aggregate the group's decisions name.
+
+        Returns what was read, the ids each request named, and the projections
+        made along the way (read rounds only read, so they share them).
+        """
+        history: dict[UUID, list[Any]] = {}
+        reads: list[set[UUID]] = [set() for _ in requests]
+        projections: dict[UUID, object] = {}
+        rounds = max((len(request.reads) for request in requests), default=0)
+        for number in range(rounds):
+            with self.ledger.reading_from(history, projections):
+                for request, named in zip(requests, reads, strict=True):
+                    if number < len(request.reads):
+                        named.update(named_reads(self.ledger, request.reads[number]))
+            wanted = set().union(*reads) - history.keys()
+            history.update(self.ledger.read_history(wanted))
+        return history, reads, projections
+
+    def _save(self, decided: list[Decided]) -> None:
+        aggregates: list[Aggregate] = [
+            aggregate for item in decided for aggregate in item.decision.aggregates
+        ]
+        try:
+            self.ledger.commit(aggregates)
+        except StoreUnavailable as exc:
+            for item in decided:
+                item.request.future.set_exception(exc)
+            return
+        except Exception as exc:
+            # A conflict with a writer outside the group, or one command whose
+            # events cannot be stored: either way, each command alone decides
+            # who fails.
+            logger.info(
+                "group of %s not committed (%s); committing one by one",
+                len(decided),
+                type(exc).__name__,
+            )
+            for item in decided:
+                self._commit_alone(item.request)
+            return
+        self.groups_committed += 1
+        self.commands_committed += len(decided)
+        for item in decided:
+            item.request.future.set_result(item.decision.result)
+
+    def _commit_alone(self, request: Request[Any]) -> None:
+        try:
+            result = self.ledger.execute(request.decide)
+        except Exception as exc:
+            request.future.set_exception(exc)
+        else:
+            request.future.set_result(result)
+
+
+def fail_unresolved(requests: Iterable[Request[Any]], exc: Exception) -> None:
+    """Give `exc` to every request not yet answered."""
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+
+def named_reads(ledger: Ledger, read_round: ReadRound) -> list[UUID]:
+    """The ids a read round names; a round that fails names none."""
+    try:
+        return list(read_round(ledger))
+    except LedgerError:
+        # The decision itself will meet the same fault and report it properly.
+        return []
+
+
+def send_reads(principal: Principal, command: SendMessage) -> list[UUID]:
+    """What a send loads first: its idempotent id, company, customer, template."""
+    tenant = principal.tenant_id
+    ids = [Company.id_for(tenant), Customer.id_for(tenant, command.customer_id)]
+    if command.idempotency_key:
+        ids.append(idempotent_message_id(tenant, command.idempotency_key))
+    if command.template_id:
+        ids.append(Template.id_for(tenant, command.template_id))
+    return ids
+
+
+def suppression_reads(
+    ledger: Ledger, principal: Principal, command: SendMessage
+) -> list[UUID]:
+    """The suppression records of the recipients the send will address."""
+    tenant = principal.tenant_id
+    company = ledger.load(Company, Company.id_for(tenant))
+    customer = ledger.load(Customer, Customer.id_for(tenant, command.customer_id))
+    if company is None or customer is None:
+        return []
+    draft = address(company, customer, command)
+    return [
+        Suppression.id_for(tenant, draft.channel, recipient)
+        for recipient in draft.to + draft.cc + draft.bcc
+    ]
+
+
+def message_ids(command: RecordDeliveryEvent) -> list[UUID]:
+    """The message a provider report names, when its id is a well-formed UUID."""
+    try:
+        return [UUID(command.message_id)]
+    except ValueError:
+        return []
