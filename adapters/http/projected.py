@@ -1,0 +1,133 @@
+"""Timelines and delivery reports served from the projections, not a log scan.
+
+Rows come from the view alone, without loading the messages. Each read first
+brings the projection up to the log's head, as the CLI's listing does, so a
+page shown right after a send includes that send even when the projection
+worker has not yet caught up. The worker and the reads share the
+view safely: a runner that finds the position moved by another gives way, and
+the rows it would have written are already there.
+
+The view's connection is not shared between threads: each request thread opens
+its own on first use, and `close` closes them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from adapters.http.reading import TimelinePage, TimelineQuery
+from adapters.http.schemas import MessageRow
+from commands.application import Ledger
+from ledger.errors import InvalidCommand
+from ledger.values import Channel, Direction, Principal, Status
+from projections.catalog import projection_named
+from projections.database import ViewDatabase, open_views
+from projections.reading import TimelineFilter, customer_timeline
+from projections.reporting import ReportPeriod, delivery_report
+from projections.runtime import PositionMoved, ProjectionRunner, projection_status
+
+logger = logging.getLogger(__name__)
+
+# The projection names these filters as the CLI does; the API as its parameters.
+API_FIELDS = {"after": "cursor", "search": "q"}
+
+
+def projected_row(row: dict[str, Any]) -> MessageRow:
+    """A timeline row of the projection as the API's MessageRow."""
+    return MessageRow(
+        message_id=row["message_id"],
+        occurred_at=datetime.fromisoformat(row["time"]),
+        direction=Direction(row["direction"]),
+        channel=Channel(row["channel"]),
+        subject=row["subject"],
+        preview=row["preview"],
+        sender=row["from"],
+        to=row["to"],
+        sent_by=row["sent_by"],
+        trigger=row["trigger"],
+        status=Status(row["status"]),
+        replied=row["replied"],
+        attachments=row["attachments"],
+    )
+
+
+class ProjectionReads:
+    """Timelines and delivery reports from the projections of the store at `env`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.local = threading.local()
+        self.opened: list[ViewDatabase] = []
+        self.lock = threading.Lock()
+
+    def views(self) -> ViewDatabase:
+        """This thread's connection to the views."""
+        found: ViewDatabase | None = getattr(self.local, "views", None)
+        if found is None:
+            found = open_views(self.env)
+            self.local.views = found
+            with self.lock:
+                self.opened.append(found)
+        return found
+
+    def timeline(
+        self,
+        ledger: Ledger,
+        principal: Principal,
+        customer_id: str,
+        query: TimelineQuery,
+    ) -> TimelinePage:
+        """A TimelineReader: one page from the timeline view."""
+        views = self.views()
+        self.catch_up(ledger, views, "timeline")
+        filters = TimelineFilter(
+            channel=query.channel,
+            direction=query.direction,
+            status=query.status,
+            search=query.search,
+            limit=query.limit,
+            after=query.cursor,
+        )
+        try:
+            page = customer_timeline(ledger, views, principal, customer_id, filters)
+        except InvalidCommand as exc:
+            exc.field = API_FIELDS.get(exc.field, exc.field)
+            raise
+        rows = [projected_row(row) for row in page.rows]
+        return TimelinePage(rows, page.count, page.next_cursor)
+
+    def delivery_report(
+        self,
+        ledger: Ledger,
+        principal: Principal,
+        report: str,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[dict[str, Any]]:
+        """A ReportReader: one report's rows from the reporting view."""
+        views = self.views()
+        self.catch_up(ledger, views, "reporting")
+        return delivery_report(views, principal, report, ReportPeriod(since, until))
+
+    def catch_up(self, ledger: Ledger, views: ViewDatabase, name: str) -> None:
+        """Bring projection `name` up to the head, unless another runner is at it."""
+        try:
+            ProjectionRunner(ledger, views, projection_named(name)).catch_up()
+        except PositionMoved:
+            logger.debug("%s moved on by another runner while catching up", name)
+
+    def lag(self, ledger: Ledger, name: str) -> float:
+        """Events recorded but not yet processed by projection `name`."""
+        state = projection_status(ledger, self.views(), projection_named(name))
+        return float(state.lag)
+
+    def close(self) -> None:
+        """Close every thread's connection to the views."""
+        with self.lock:
+            for views in self.opened:
+                views.close()
+            self.opened.clear()
