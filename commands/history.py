@@ -57,9 +57,8 @@ def customer_messages(
     return sorted(found, key=lambda m: m.occurred_at, reverse=True)
 
 
-def creation_events(ledger: Ledger) -> Iterator[Any]:
-    """Every Queued and Received event in the log, oldest first."""
-    start = 1
+def creation_events(ledger: Ledger, start: int = 1) -> Iterator[Any]:
+    """Every Queued and Received event in the log from `start`, oldest first."""
     while True:
         page = ledger.recorder.select_notifications(
             start, SCAN_PAGE, topics=CREATION_TOPICS

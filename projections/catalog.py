@@ -1,0 +1,23 @@
+"""The read models the ledger keeps, by name."""
+
+from __future__ import annotations
+
+from ledger.errors import ProjectionError
+from projections.reporting import ReportingProjection
+from projections.runtime import Projection
+from projections.timeline import TimelineProjection
+
+PROJECTIONS: dict[str, Projection] = {
+    projection.name: projection
+    for projection in (TimelineProjection(), ReportingProjection())
+}
+
+
+def projection_named(name: str) -> Projection:
+    """The projection called `name`; an unknown name says which ones exist."""
+    if name not in PROJECTIONS:
+        raise ProjectionError(
+            f"There is no projection '{name}'; choose one of: "
+            f"{', '.join(sorted(PROJECTIONS))}."
+        )
+    return PROJECTIONS[name]

@@ -1,0 +1,596 @@
+"""The projection runtime: read models as exactly-once consumers of the event log.
+
+Each projection keeps its rows in a *generation* of tables
+(`timeline_g3_messages`, …) and its tracking position in the
+`projection_generations` row of that generation. A batch of events changes the
+rows and moves the position in one transaction, so a crash replays nothing
+twice and skips nothing. The position moves by compare-and-set: a second
+runner of the same projection loses the race, rolls back and reads again.
+
+Catch-up reads the log in pages and commits `events_per_transaction` events at
+a time; the library's own runner commits one event per transaction, which is
+what caps it near a thousand events a second.
+
+A batch that fails is taken again one event per transaction; the event that
+still fails is a *poison event*: it is written to `projection_skipped` with
+its error, in the same transaction that moves the position past it. It is
+never retried in a loop and never lost without a trace.
+
+A rebuild fills a new generation from zero while readers keep using the
+active one, then switches readers over in one transaction. The retired
+generation's tables are dropped by the next rebuild, so no reader that looked
+up the old generation a moment before the switch finds its tables gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from eventsourcing.persistence import JSONTranscoder, Notification
+from eventsourcing.utils import resolve_topic
+
+from commands.application import Ledger
+from ledger.errors import ProjectionError
+from projections.database import ViewDatabase
+
+logger = logging.getLogger(__name__)
+
+READ_PAGE = 1000
+EVENTS_PER_TRANSACTION = 1000
+POLL_SECONDS = 0.5
+PREFIX_SECONDS = 1.0
+
+# Errors of the connection itself say nothing about the event being projected:
+# they stop the runner rather than mark an event as poison.
+TRANSIENT_ERRORS = (psycopg.OperationalError, sqlite3.OperationalError)
+
+REGISTRY_TABLES = (
+    """CREATE TABLE IF NOT EXISTS projection_generations (
+        name TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        position BIGINT NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (name, generation))""",
+    """CREATE TABLE IF NOT EXISTS projection_skipped (
+        name TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        position BIGINT NOT NULL,
+        topic TEXT NOT NULL,
+        originator_id TEXT NOT NULL,
+        error TEXT NOT NULL,
+        skipped_at TEXT NOT NULL,
+        PRIMARY KEY (name, generation, position))""",
+)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One stored event as a projection sees it: its place in the log and fields.
+
+    `state` is the event's JSON state; a typed value such as a time may still
+    be in the transcoder's form, which `instant` reads.
+    """
+
+    position: int
+    originator_id: UUID
+    version: int
+    topic: str
+    state: dict[str, Any]
+
+
+class Projection(ABC):
+    """A read model: the tables it owns and how a batch of events changes them."""
+
+    name: str
+    topics: frozenset[str]
+
+    @abstractmethod
+    def table_names(self, prefix: str) -> list[str]:
+        """The tables of one generation, in the order they can be dropped."""
+
+    @abstractmethod
+    def create_tables(self, views: ViewDatabase, prefix: str) -> None:
+        """Create one generation's tables, all names starting with `prefix`."""
+
+    @abstractmethod
+    def create_indexes(self, views: ViewDatabase, prefix: str) -> None:
+        """Create the indexes readers need; a rebuild adds them after its bulk load."""
+
+    @abstractmethod
+    def project(
+        self, views: ViewDatabase, prefix: str, events: Sequence[RecordedEvent]
+    ) -> None:
+        """Apply events (in log order) to the rows, inside the caller's transaction."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    """Where one projection stands against the head of the event log."""
+
+    name: str
+    generation: int | None
+    position: int
+    head: int
+    skipped: int
+    rebuilding_at: int | None
+
+    @property
+    def lag(self) -> int:
+        """Notification ids still to process (ids can have gaps: an upper bound)."""
+        return max(self.head - self.position, 0)
+
+
+@dataclass(frozen=True)
+class SkippedEvent:
+    """A poison event a projection recorded and stepped over."""
+
+    position: int
+    topic: str
+    originator_id: str
+    error: str
+    skipped_at: str
+
+
+class PositionMoved(Exception):
+    """Another runner moved the position first; read it again and carry on."""
+
+
+def instant(value: Any) -> datetime:
+    """A time from event fields, parsed by `json` alone or by the transcoder."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, dict) and value.get("_type_") == "datetime_iso":
+        return datetime.fromisoformat(value["_data_"])
+    raise ValueError(f"{value!r} is not a recorded time.")
+
+
+def table_prefix(name: str, generation: int) -> str:
+    """The prefix of every table of one generation of a projection."""
+    return f"{name}_g{generation}_"
+
+
+def now_text() -> str:
+    """The current UTC time as ISO-8601 text."""
+    return datetime.now(UTC).isoformat()
+
+
+def prepare_registry(views: ViewDatabase) -> None:
+    """Create the tables that track every projection, if they do not exist."""
+    for statement in REGISTRY_TABLES:
+        try:
+            views.execute(statement)
+        except psycopg.errors.UniqueViolation:
+            # Two processes creating the table at once: the other one won.
+            continue
+
+
+def active_generation(views: ViewDatabase, name: str) -> int | None:
+    """The generation readers use, or None before the first run."""
+    row = views.fetchone(
+        "SELECT generation FROM projection_generations WHERE name = ? AND active = 1",
+        [name],
+    )
+    return None if row is None else int(row[0])
+
+
+def require_active(views: ViewDatabase, name: str) -> str:
+    """The table prefix readers of projection `name` use now.
+
+    The answer is kept for a second per connection: a switched rebuild leaves
+    the retired tables in place, so a reader a moment late reads the old, full
+    view rather than failing.
+    """
+    now = time.monotonic()
+    cached = views.prefixes.get(name)
+    if cached is not None and now - cached[0] < PREFIX_SECONDS:
+        return cached[1]
+    generation = active_generation(views, name)
+    if generation is None:
+        raise ProjectionError(
+            f"The {name} projection has not been built yet; run "
+            f"'ledger worker project {name}' or 'ledger projections rebuild {name}'."
+        )
+    prefix = table_prefix(name, generation)
+    views.prefixes[name] = (now, prefix)
+    return prefix
+
+
+def start_generation(
+    views: ViewDatabase, projection: Projection, *, active: bool
+) -> int:
+    """Create a new, empty generation of the projection's tables."""
+    with views.transaction():
+        row = views.fetchone(
+            "SELECT max(generation) FROM projection_generations WHERE name = ?",
+            [projection.name],
+        )
+        generation = int(row[0] or 0) + 1 if row else 1
+        prefix = table_prefix(projection.name, generation)
+        projection.create_tables(views, prefix)
+        if active:
+            projection.create_indexes(views, prefix)
+        views.execute(
+            "INSERT INTO projection_generations "
+            "(name, generation, position, active, created_at) VALUES (?, ?, 0, ?, ?)",
+            [projection.name, generation, int(active), now_text()],
+        )
+    logger.info("started generation %s of projection %s", generation, projection.name)
+    return generation
+
+
+def ensure_active(views: ViewDatabase, projection: Projection) -> int:
+    """The active generation, creating the first one if there is none."""
+    prepare_registry(views)
+    generation = active_generation(views, projection.name)
+    if generation is None:
+        generation = start_generation(views, projection, active=True)
+    return generation
+
+
+class EventDecoder:
+    """Turns stored events into fields without building domain objects.
+
+    With the library's plain JSON transcoder the state is parsed by orjson
+    alone, without the transcoder's per-object hook (which costs more than the
+    rest of a projection's work); projections convert the few typed values
+    they read themselves (see `instant`). Any other transcoder, a cipher or
+    a compressor is used as configured. An event stored under an older
+    `class_version` takes the library's full path, so that its upcasts run.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.mapper = ledger.mapper
+        self.versions: dict[str, int] = {}
+        plain = type(self.mapper.transcoder) is JSONTranscoder
+        self.parse = orjson.loads if plain else self.mapper.transcoder.decode
+
+    def __call__(self, notification: Notification) -> RecordedEvent:
+        state = notification.state
+        if self.mapper.cipher:
+            state = self.mapper.cipher.decrypt(state)
+        if self.mapper.compressor:
+            state = self.mapper.compressor.decompress(state)
+        fields: dict[str, Any] = self.parse(state)
+        if fields.get("class_version", 1) != self.class_version(notification.topic):
+            fields = dict(vars(self.mapper.to_domain_event(notification)))
+        return RecordedEvent(
+            position=notification.id,
+            originator_id=UUID(str(notification.originator_id)),
+            version=notification.originator_version,
+            topic=notification.topic,
+            state=fields,
+        )
+
+    def class_version(self, topic: str) -> int:
+        """The class_version the topic's event class is at now."""
+        if topic not in self.versions:
+            self.versions[topic] = getattr(resolve_topic(topic), "class_version", 1)
+        return self.versions[topic]
+
+
+Progress = Callable[[int, int], None]
+
+
+class ProjectionRunner:
+    """Keeps one generation of a projection in step with the event log."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        views: ViewDatabase,
+        projection: Projection,
+        *,
+        generation: int | None = None,
+        events_per_transaction: int = EVENTS_PER_TRANSACTION,
+    ) -> None:
+        if events_per_transaction < 1:
+            raise ProjectionError(
+                f"events_per_transaction is {events_per_transaction}; "
+                "give a whole number of at least 1."
+            )
+        self.ledger = ledger
+        self.views = views
+        self.projection = projection
+        self.events_per_transaction = events_per_transaction
+        self.decode = EventDecoder(ledger)
+        self.follows_active = generation is None
+        self.generation = generation or ensure_active(views, projection)
+        self.position = self.read_position()
+
+    @property
+    def prefix(self) -> str:
+        """The table prefix of the generation this runner keeps."""
+        return table_prefix(self.projection.name, self.generation)
+
+    def read_position(self) -> int:
+        """The generation's stored position (PositionMoved if it is gone)."""
+        row = self.views.fetchone(
+            "SELECT position FROM projection_generations "
+            "WHERE name = ? AND generation = ?",
+            [self.projection.name, self.generation],
+        )
+        if row is None:
+            raise PositionMoved(
+                f"Generation {self.generation} of {self.projection.name} is gone."
+            )
+        return int(row[0])
+
+    def follow_active(self) -> None:
+        """Read the position again, moving to the generation readers now use."""
+        if self.follows_active:
+            generation = active_generation(
+                self.views, self.projection.name
+            ) or ensure_active(self.views, self.projection)
+            if generation != self.generation:
+                logger.info(
+                    "projection %s follows generation %s",
+                    self.projection.name,
+                    generation,
+                )
+                self.generation = generation
+        self.position = self.read_position()
+
+    def head(self) -> int:
+        """The last notification id in the log."""
+        return self.ledger.recorder.max_notification_id() or 0
+
+    def catch_up(self, progress: Progress | None = None) -> int:
+        """Process every event recorded so far; returns how many were read."""
+        head = self.head()
+        processed = 0
+        while self.position < head:
+            page = self.ledger.recorder.select_notifications(
+                self.position + 1, max(READ_PAGE, self.events_per_transaction)
+            )
+            if not page:
+                break
+            for start in range(0, len(page), self.events_per_transaction):
+                chunk = page[start : start + self.events_per_transaction]
+                try:
+                    self.commit(chunk)
+                except PositionMoved:
+                    self.follow_active()
+                    break
+                processed += len(chunk)
+            if progress is not None:
+                progress(self.position, head)
+        logger.debug(
+            "projection %s at %s of %s", self.projection.name, self.position, head
+        )
+        return processed
+
+    def commit(self, chunk: Sequence[Notification]) -> None:
+        """Project a chunk and move the position past it, in one transaction."""
+        try:
+            with self.views.transaction():
+                self.advance(chunk[-1].id)
+                self.project(chunk)
+        except (PositionMoved, *TRANSIENT_ERRORS):
+            raise
+        except Exception as exc:
+            if len(chunk) > 1:
+                for notification in chunk:
+                    self.commit([notification])
+                return
+            self.skip(chunk[0], exc)
+            return
+        self.position = chunk[-1].id
+
+    def project(self, chunk: Sequence[Notification]) -> None:
+        """Decode the events the projection wants and apply them."""
+        topics = self.projection.topics
+        events = [self.decode(n) for n in chunk if n.topic in topics]
+        if events:
+            self.projection.project(self.views, self.prefix, events)
+
+    def advance(self, position: int) -> None:
+        """Move the stored position past the chunk, or raise PositionMoved."""
+        moved = self.views.execute(
+            "UPDATE projection_generations SET position = ? "
+            "WHERE name = ? AND generation = ? AND position = ?",
+            [position, self.projection.name, self.generation, self.position],
+        )
+        if moved.rowcount != 1:
+            raise PositionMoved(
+                f"Another runner moved {self.projection.name} past {self.position}."
+            )
+
+    def skip(self, notification: Notification, error: Exception) -> None:
+        """Record a poison event with its error and step over it."""
+        logger.exception(
+            "projection %s skipped event %s (%s)",
+            self.projection.name,
+            notification.id,
+            notification.topic,
+            exc_info=error,
+        )
+        with self.views.transaction():
+            self.advance(notification.id)
+            self.views.execute(
+                "INSERT INTO projection_skipped (name, generation, position, topic, "
+                "originator_id, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    self.projection.name,
+                    self.generation,
+                    notification.id,
+                    notification.topic,
+                    str(notification.originator_id),
+                    f"{type(error).__name__}: {error}",
+                    now_text(),
+                ],
+            )
+        self.position = notification.id
+
+    def run(self, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
+        """Keep up with the log until `stop` is set; waits are woken by NOTIFY."""
+        waiter = LogWaiter(self.ledger, poll_seconds)
+        try:
+            while not stop.is_set():
+                self.follow_active()
+                if self.catch_up() == 0:
+                    waiter.wait(stop)
+        finally:
+            waiter.close()
+
+
+class LogWaiter:
+    """Waits for new events: LISTEN on PostgreSQL, a plain poll on SQLite."""
+
+    def __init__(self, ledger: Ledger, poll_seconds: float) -> None:
+        self.poll_seconds = poll_seconds
+        self.connection: psycopg.Connection[Any] | None = None
+        channel = getattr(ledger.recorder, "channel_name", None)
+        if channel is None:
+            return
+        env = ledger.env
+        self.connection = psycopg.connect(
+            dbname=env.get("POSTGRES_DBNAME"),
+            host=env.get("POSTGRES_HOST", "127.0.0.1"),
+            port=env.get("POSTGRES_PORT", "5432"),
+            user=env.get("POSTGRES_USER", "postgres"),
+            password=env.get("POSTGRES_PASSWORD") or None,
+            autocommit=True,
+        )
+        self.connection.execute(
+            psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+        )
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return when new events may have arrived, or after the poll interval."""
+        if self.connection is None:
+            stop.wait(self.poll_seconds)
+            return
+        for _ in self.connection.notifies(timeout=self.poll_seconds, stop_after=1):
+            break
+
+    def close(self) -> None:
+        """Close the LISTEN connection, if there is one."""
+        if self.connection is not None:
+            self.connection.close()
+
+
+def rebuild(
+    ledger: Ledger,
+    views: ViewDatabase,
+    projection: Projection,
+    progress: Progress | None = None,
+    events_per_transaction: int = EVENTS_PER_TRANSACTION,
+) -> int:
+    """Build a new generation from zero, then switch readers over to it."""
+    prepare_registry(views)
+    drop_retired(views, projection)
+    generation = start_generation(views, projection, active=False)
+    runner = ProjectionRunner(
+        ledger,
+        views,
+        projection,
+        generation=generation,
+        events_per_transaction=events_per_transaction,
+    )
+    runner.catch_up(progress)
+    # Indexes built once over the loaded rows cost far less than keeping
+    # them up to date row by row; the second catch-up takes what came since.
+    with views.transaction():
+        projection.create_indexes(views, runner.prefix)
+    refresh_statistics(views, projection, runner.prefix)
+    runner.catch_up(progress)
+    with views.transaction():
+        views.execute(
+            "UPDATE projection_generations SET active = "
+            "CASE WHEN generation = ? THEN 1 ELSE 0 END WHERE name = ?",
+            [generation, projection.name],
+        )
+    views.prefixes.pop(projection.name, None)
+    logger.info("projection %s now serves generation %s", projection.name, generation)
+    return generation
+
+
+def refresh_statistics(
+    views: ViewDatabase, projection: Projection, prefix: str
+) -> None:
+    """Give PostgreSQL's planner row counts for the freshly loaded tables.
+
+    Without them it may plan for a different size than a bulk load left, and
+    autovacuum comes round late on a busy server.
+    """
+    if views.dialect != "postgres":
+        return
+    for table in projection.table_names(prefix):
+        if views.table_exists(table):
+            views.execute(f"ANALYZE {table}")
+
+
+def drop_retired(views: ViewDatabase, projection: Projection) -> None:
+    """Drop the tables of generations that readers no longer use."""
+    rows = views.fetchall(
+        "SELECT generation FROM projection_generations WHERE name = ? AND active = 0",
+        [projection.name],
+    )
+    for (generation,) in rows:
+        with views.transaction():
+            for table in projection.table_names(
+                table_prefix(projection.name, generation)
+            ):
+                views.execute(f"DROP TABLE IF EXISTS {table}")
+            views.execute(
+                "DELETE FROM projection_generations WHERE name = ? AND generation = ?",
+                [projection.name, generation],
+            )
+            views.execute(
+                "DELETE FROM projection_skipped WHERE name = ? AND generation = ?",
+                [projection.name, generation],
+            )
+        logger.info(
+            "dropped generation %s of projection %s", generation, projection.name
+        )
+
+
+def projection_status(
+    ledger: Ledger, views: ViewDatabase, projection: Projection
+) -> ProjectionStatus:
+    """The projection's active generation, position, lag and skipped events."""
+    prepare_registry(views)
+    head = ledger.recorder.max_notification_id() or 0
+    rows = views.fetchall(
+        "SELECT generation, position, active FROM projection_generations "
+        "WHERE name = ? ORDER BY generation",
+        [projection.name],
+    )
+    active = [(g, p) for g, p, is_active in rows if is_active]
+    newer = [
+        p for g, p, is_active in rows if not is_active and active and g > active[0][0]
+    ]
+    generation, position = active[0] if active else (None, 0)
+    skipped = len(skipped_events(views, projection.name, generation)) if active else 0
+    return ProjectionStatus(
+        name=projection.name,
+        generation=generation,
+        position=int(position),
+        head=int(head),
+        skipped=skipped,
+        rebuilding_at=int(newer[-1]) if newer else None,
+    )
+
+
+def skipped_events(
+    views: ViewDatabase, name: str, generation: int | None
+) -> list[SkippedEvent]:
+    """The poison events one generation of a projection stepped over."""
+    rows = views.fetchall(
+        "SELECT position, topic, originator_id, error, skipped_at "
+        "FROM projection_skipped WHERE name = ? AND generation = ? ORDER BY position",
+        [name, generation],
+    )
+    return [SkippedEvent(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]

@@ -1,0 +1,358 @@
+"""The customer timeline: every message of a customer, newest first, searchable.
+
+One row per message with the listing's columns, the message's thread and the
+facts of each attempt, from which the status is read by the domain's own fold
+(`ledger.status.AttemptFacts`), so the view agrees with the aggregate whatever
+order provider events came in. Full-text search covers subject, body and
+addresses: a `tsvector` column with a GIN index on PostgreSQL, a contentless
+FTS5 table keyed by the row's `seq` on SQLite.
+
+Times are stored as fixed-width ISO-8601 UTC text, which sorts correctly on
+both databases; pages are keyed on (occurred_at, seq), where `seq` is the log
+position of the message's creation and breaks ties.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from ledger.errors import ProjectionError
+from ledger.message import Message
+from ledger.status import AttemptFacts
+from ledger.values import SYSTEM, Direction, Status
+from projections.database import COPY_FROM, PostgresViews, ViewDatabase
+from projections.runtime import Projection, RecordedEvent, instant
+
+CREATED = {get_topic(Message.Queued), get_topic(Message.Received)}
+FACT_SETTERS: dict[str, Message.ProviderEvent] = {
+    get_topic(cls): object.__new__(cls)
+    for cls in (
+        Message.Sent,
+        Message.Delivered,
+        Message.Opened,
+        Message.Bounced,
+        Message.Failed,
+    )
+}
+RETRIED = get_topic(Message.Retried)
+REPLY_RECEIVED = get_topic(Message.ReplyReceived)
+LOOKUP_CHUNK = 500
+FLAGS = ("sent", "delivered", "opened", "bounced", "failed")
+
+
+def stored_time(moment: datetime) -> str:
+    """A UTC time as fixed-width text, so that text order is time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def recorded_time(value: Any) -> str:
+    """`stored_time` of a time in event fields, skipping work when it is one."""
+    if isinstance(value, dict):
+        text = value.get("_data_")
+        if isinstance(text, str) and len(text) == 32 and text.endswith("+00:00"):
+            return text
+    return stored_time(instant(value))
+
+
+@dataclass
+class MessageFacts:
+    """What the timeline keeps about a message to fold its status."""
+
+    direction: str
+    current: int = 1
+    attempts: dict[int, AttemptFacts] = field(default_factory=dict)
+    replied: bool = False
+
+    @property
+    def status(self) -> str:
+        """The status the domain's fold gives these facts."""
+        if self.direction == Direction.INBOUND:
+            return Status.RECEIVED.value
+        return self.attempt(self.current).status.value
+
+    def attempt(self, number: int) -> AttemptFacts:
+        """The facts of attempt `number`, created if reported first."""
+        if number not in self.attempts:
+            self.attempts[number] = AttemptFacts(number)
+        return self.attempts[number]
+
+    def apply(self, event: RecordedEvent) -> None:
+        """Set the facts one event of the message records."""
+        setter = FACT_SETTERS.get(event.topic)
+        if setter is not None:
+            setter.set_fact(self.attempt(int(event.state["attempt"])))
+        elif event.topic == RETRIED:
+            number = int(event.state["attempt"])
+            self.attempts[number] = AttemptFacts(number)
+            self.current = number
+        elif event.topic == REPLY_RECEIVED:
+            self.replied = True
+
+    def dumps(self) -> str:
+        """The facts as JSON text for the row's `facts` column."""
+        return json.dumps(
+            {
+                "direction": self.direction,
+                "current": self.current,
+                "attempts": {
+                    str(n): [getattr(a, flag) for flag in FLAGS]
+                    for n, a in self.attempts.items()
+                },
+                "replied": self.replied,
+            }
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> MessageFacts:
+        """Facts from the JSON text `dumps` wrote."""
+        raw = json.loads(text)
+        attempts = {
+            int(n): AttemptFacts(int(n), *flags) for n, flags in raw["attempts"].items()
+        }
+        return cls(raw["direction"], raw["current"], attempts, raw["replied"])
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a text body."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+@dataclass
+class NewRow:
+    """A message created in the batch being projected."""
+
+    event: RecordedEvent
+    facts: MessageFacts
+
+    def values(self) -> list[Any]:
+        """The row's column values, in ROW_COLUMNS order."""
+        state = self.event.state
+        inbound = self.facts.direction == Direction.INBOUND
+        sent_by = state.get("sent_by") or {}
+        thread = state.get("in_reply_to") or state.get("resend_of")
+        return [
+            self.event.position,
+            str(self.event.originator_id),
+            state["tenant_id"],
+            state["customer_id"],
+            recorded_time(state["occurred_at"]),
+            self.facts.direction,
+            state["channel"],
+            state.get("subject"),
+            first_line(state.get("text") or ""),
+            state["sender"],
+            json.dumps(list(state.get("to") or [])),
+            "Customer" if inbound else (sent_by.get("user_id") or SYSTEM),
+            sent_by.get("trigger"),
+            self.facts.status,
+            int(self.facts.replied),
+            len(state.get("attachments") or []),
+            state.get("template_id"),
+            state.get("template_version"),
+            thread or str(self.event.originator_id),
+            self.facts.dumps(),
+        ]
+
+    def search_text(self) -> tuple[str, str, str]:
+        """Subject, body and every address, for full-text search."""
+        state = self.event.state
+        addresses = [
+            state["sender"],
+            *(state.get("to") or []),
+            *(state.get("cc") or []),
+        ]
+        addresses += state.get("bcc") or []
+        return (
+            state.get("subject") or "",
+            state.get("text") or "",
+            " ".join(addresses),
+        )
+
+
+ROW_COLUMNS = (
+    "seq, message_id, tenant_id, customer_id, occurred_at, direction, channel, "
+    "subject, preview, sender, recipients, sent_by, trigger, status, replied, "
+    "attachments, template_id, template_version, thread_id, facts"
+)
+
+
+# PostgreSQL types of ROW_COLUMNS, then of the searchable words.
+ROW_TYPES = ("bigint", *["text"] * 13, "int", "int", "text", "int", *["text"] * 3)
+
+
+class TimelineProjection(Projection):
+    """Each customer's messages with their current status, for listing and search."""
+
+    name = "timeline"
+    topics = frozenset({*CREATED, *FACT_SETTERS, RETRIED, REPLY_RECEIVED})
+
+    def table_names(self, prefix: str) -> list[str]:
+        return [f"{prefix}search", f"{prefix}messages"]
+
+    def create_tables(self, views: ViewDatabase, prefix: str) -> None:
+        postgres = views.dialect == "postgres"
+        views.execute(
+            f"""CREATE TABLE {prefix}messages (
+                seq BIGINT NOT NULL UNIQUE,
+                message_id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                customer_id TEXT NOT NULL,
+                occurred_at TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                subject TEXT,
+                preview TEXT NOT NULL,
+                sender TEXT NOT NULL,
+                recipients TEXT NOT NULL,
+                sent_by TEXT NOT NULL,
+                trigger TEXT,
+                status TEXT NOT NULL,
+                replied INTEGER NOT NULL,
+                attachments INTEGER NOT NULL,
+                template_id TEXT,
+                template_version INTEGER,
+                thread_id TEXT NOT NULL,
+                facts TEXT NOT NULL
+                {", search TSVECTOR NOT NULL" if postgres else ""})"""
+        )
+        if not postgres:
+            views.execute(
+                f"CREATE VIRTUAL TABLE {prefix}search USING fts5("
+                "subject, body, addresses, content='')"
+            )
+
+    def create_indexes(self, views: ViewDatabase, prefix: str) -> None:
+        views.execute(
+            f"CREATE INDEX {prefix}by_customer ON {prefix}messages "
+            "(tenant_id, customer_id, occurred_at, seq)"
+        )
+        views.execute(
+            f"CREATE INDEX {prefix}by_thread ON {prefix}messages (tenant_id, thread_id)"
+        )
+        if views.dialect == "postgres":
+            views.execute(
+                f"CREATE INDEX {prefix}by_words ON {prefix}messages USING GIN (search)"
+            )
+
+    def project(
+        self, views: ViewDatabase, prefix: str, events: Sequence[RecordedEvent]
+    ) -> None:
+        new: dict[UUID, NewRow] = {}
+        for event in events:
+            if event.topic in CREATED:
+                direction = event.state.get("direction", Direction.INBOUND.value)
+                new[event.originator_id] = NewRow(event, MessageFacts(direction))
+        touched = {e.originator_id for e in events if e.topic not in CREATED}
+        known = load_facts(views, prefix, touched - new.keys())
+
+        for event in events:
+            if event.topic in CREATED:
+                continue
+            facts = (
+                new[event.originator_id].facts
+                if event.originator_id in new
+                else (known.get(event.originator_id))
+            )
+            if facts is None:
+                raise ProjectionError(
+                    f"Message {event.originator_id} has no row in the timeline; "
+                    "its creation was skipped or never recorded."
+                )
+            facts.apply(event)
+
+        insert_rows(views, prefix, list(new.values()))
+        update_rows(views, prefix, known)
+
+
+def update_rows(
+    views: ViewDatabase, prefix: str, known: dict[UUID, MessageFacts]
+) -> None:
+    """Write the new status and facts of messages created earlier."""
+    rows = [
+        (facts.status, int(facts.replied), facts.dumps(), str(message_id))
+        for message_id, facts in known.items()
+    ]
+    if not rows:
+        return
+    if isinstance(views, PostgresViews) and len(rows) >= COPY_FROM:
+        columns = ("status", "replied", "facts", "message_id")
+        staging = views.staging_table(
+            "timeline_changed_rows", columns, ("text", "int", "text", "text")
+        )
+        views.copy_rows(staging, columns, rows)
+        views.execute(
+            f"UPDATE {prefix}messages AS m SET status = given.status, "
+            f"replied = given.replied, facts = given.facts FROM {staging} AS given "
+            "WHERE m.message_id = given.message_id"
+        )
+        return
+    views.executemany(
+        f"UPDATE {prefix}messages SET status = ?, replied = ?, facts = ? "
+        "WHERE message_id = ?",
+        rows,
+    )
+
+
+def load_facts(
+    views: ViewDatabase, prefix: str, message_ids: Iterable[UUID]
+) -> dict[UUID, MessageFacts]:
+    """The stored facts of messages the batch changes but did not create."""
+    wanted = [str(m) for m in message_ids]
+    found: dict[UUID, MessageFacts] = {}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for message_id, facts in views.fetchall(
+            f"SELECT message_id, facts FROM {prefix}messages "
+            f"WHERE message_id IN ({marks})",
+            chunk,
+        ):
+            found[UUID(message_id)] = MessageFacts.loads(facts)
+    return found
+
+
+def insert_rows(views: ViewDatabase, prefix: str, rows: list[NewRow]) -> None:
+    """Insert the rows (and search entries) of messages created in a batch."""
+    if not rows:
+        return
+    if isinstance(views, PostgresViews) and len(rows) < COPY_FROM:
+        views.executemany(
+            f"INSERT INTO {prefix}messages ({ROW_COLUMNS}, search) VALUES "
+            f"({', '.join('?' * 20)}, to_tsvector('simple', ?))",
+            [[*row.values(), " ".join(row.search_text())] for row in rows],
+        )
+        return
+    if isinstance(views, PostgresViews):
+        # COPY into a staging table, then one INSERT … SELECT that computes
+        # the search vectors on the server.
+        names = [*ROW_COLUMNS.split(", "), "words"]
+        staging = views.staging_table("timeline_new_rows", names, ROW_TYPES)
+        views.copy_rows(
+            staging,
+            names,
+            ([*row.values(), " ".join(row.search_text())] for row in rows),
+        )
+        views.execute(
+            f"INSERT INTO {prefix}messages ({ROW_COLUMNS}, search) "
+            f"SELECT {ROW_COLUMNS}, to_tsvector('simple', words) FROM {staging}"
+        )
+        return
+    views.executemany(
+        f"INSERT INTO {prefix}messages ({ROW_COLUMNS}) VALUES ({', '.join('?' * 20)})",
+        [row.values() for row in rows],
+    )
+    views.executemany(
+        f"INSERT INTO {prefix}search (rowid, subject, body, addresses) "
+        "VALUES (?, ?, ?, ?)",
+        [(row.event.position, *row.search_text()) for row in rows],
+    )
