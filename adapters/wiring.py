@@ -23,6 +23,15 @@ class Settings:
     database_url: str
     blob_dir: Path
     policy: SendPolicy
+    smtp_url: str | None = None
+    sms_api_url: str | None = None
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = None
+    sms_status_callback: str | None = None
+    reply_domain: str | None = None
+    reply_secret: str | None = None
+    unsubscribe_url: str | None = None
+    outbox_dir: Path = DEFAULT_HOME / "outbox"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -38,6 +47,15 @@ class Settings:
                 attachment_limit_bytes=MEGABYTE
                 * whole_number(env, "LEDGER_ATTACHMENT_LIMIT_MB", 25),
             ),
+            smtp_url=env.get("LEDGER_SMTP_URL") or None,
+            sms_api_url=env.get("LEDGER_SMS_API_URL") or None,
+            sms_account_sid=env.get("LEDGER_SMS_ACCOUNT_SID") or None,
+            sms_auth_token=env.get("LEDGER_SMS_AUTH_TOKEN") or None,
+            sms_status_callback=env.get("LEDGER_SMS_STATUS_CALLBACK") or None,
+            reply_domain=env.get("LEDGER_REPLY_DOMAIN") or None,
+            reply_secret=env.get("LEDGER_REPLY_SECRET") or None,
+            unsubscribe_url=env.get("LEDGER_UNSUBSCRIBE_URL") or None,
+            outbox_dir=Path(env.get("LEDGER_OUTBOX_DIR", str(home / "outbox"))),
         )
 
 

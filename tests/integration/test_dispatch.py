@@ -1,0 +1,368 @@
+"""The dispatcher against both stores, sending into the embedded outboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mailbox
+from email.message import Message as MimeMessage
+from pathlib import Path
+
+import pytest
+from eventsourcing.utils import get_topic
+
+from adapters.outbox import JsonLinesSmsOutbox, MaildirOutbox
+from commands.application import Ledger
+from commands.delivery import get_message, record_delivery_event, retry_message
+from commands.directory import upsert_customer
+from commands.dispatch import Dispatcher, DispatchPolicy, Partition
+from commands.inbound import record_inbound
+from commands.models import (
+    AttachmentUpload,
+    RecordDeliveryEvent,
+    RecordInbound,
+    RetryMessage,
+    SendMessage,
+    Suppress,
+    Unsuppress,
+    UpsertCustomer,
+)
+from commands.resend import resend_message
+from commands.send import send_message
+from commands.suppressions import suppress, unsuppress
+from ledger.errors import InvalidTransition
+from ledger.mail_identity import parse_message_id_header, parse_reply_address
+from ledger.message import Message
+from ledger.values import Principal, Status
+
+SECRET = b"test reply secret"
+
+
+def dispatcher_for(ledger: Ledger, outbox: Path, **policy: object) -> Dispatcher:
+    return Dispatcher(
+        ledger,
+        MaildirOutbox(outbox / "mail"),
+        JsonLinesSmsOutbox(outbox / "sms.jsonl"),
+        DispatchPolicy(
+            reply_domain="reply.brightside.example",
+            reply_secret=SECRET,
+            unsubscribe_url="https://brightside.example/unsubscribe",
+            first_backoff=0.0,
+            **policy,  # type: ignore[arg-type]
+        ),
+    )
+
+
+def email_to(ada: str, **fields: object) -> SendMessage:
+    return SendMessage(
+        customer_id=ada,
+        channel="email",
+        subject="Your appointment on Tuesday",
+        body="See you at 10:00.",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def mail_in(outbox: Path) -> list[MimeMessage]:
+    return list(mailbox.Maildir(outbox / "mail", create=False))
+
+
+def sent_events(ledger: Ledger, message_id: object) -> list[Message.Sent]:
+    return [e for e in ledger.events.get(message_id) if isinstance(e, Message.Sent)]
+
+
+def test_queued_email_is_written_to_the_outbox_and_recorded_as_sent(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada, html="<p>See you</p>"))
+
+    report = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.status == Status.SENT
+    assert report.sent == 1
+    [mail] = mail_in(tmp_path)
+    assert mail["To"] == "ada.fernsby@example.com"
+    assert mail["From"] == "office@brightside.example"
+    assert parse_message_id_header(mail["Message-ID"]) == (receipt.message_id, 1)
+    assert parse_reply_address(mail["Reply-To"], SECRET) == receipt.message_id
+    assert mail.get_content_type() == "multipart/alternative"
+    assert "List-Unsubscribe" not in mail
+    [sent] = sent_events(ledger, receipt.message_id)
+    assert sent.provider == "outbox"
+    assert sent.provider_message_id == mail["Message-ID"]
+    assert sent.accepted == ["ada.fernsby@example.com"]
+
+
+def test_marketing_email_carries_one_click_unsubscribe_headers(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    send_message(ledger, staff, email_to(ada, category="marketing"))
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    [mail] = mail_in(tmp_path)
+    links = mail["List-Unsubscribe"]
+    assert links.startswith("<https://brightside.example/unsubscribe/")
+    assert "<mailto:unsubscribe+" in links
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_attachments_are_read_from_the_blob_store_into_the_email(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    invoice = AttachmentUpload(name="invoice.pdf", content=b"%PDF-1.4 invoice")
+    send_message(ledger, staff, email_to(ada, attachments=[invoice]))
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    [mail] = mail_in(tmp_path)
+    [part] = [p for p in mail.walk() if p.get_filename() == "invoice.pdf"]
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_payload(decode=True) == b"%PDF-1.4 invoice"
+
+
+def test_queued_sms_is_appended_to_the_outbox_and_recorded_as_sent(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(
+        ledger, staff, SendMessage(customer_id=ada, channel="sms", body="Hi Ada")
+    )
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    [line] = (tmp_path / "sms.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert record["to"] == "+12015550111"
+    assert record["from"] == "+12015550100"
+    assert record["body"] == "Hi Ada"
+    assert record["id"] == f"{receipt.message_id}.1"
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.status == Status.SENT
+
+
+def test_recipient_suppressed_after_queueing_is_not_contacted(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    suppress(
+        ledger,
+        staff,
+        Suppress(
+            channel="email", address="ada.fernsby@example.com", reason="asked by phone"
+        ),
+    )
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.status == Status.FAILED
+    [failed] = [
+        e for e in ledger.events.get(message.id) if isinstance(e, Message.Failed)
+    ]
+    assert failed.permanent
+    assert "suppressed" in failed.reason and "asked by phone" in failed.reason
+    assert not (tmp_path / "mail").exists() or mail_in(tmp_path) == []
+
+
+def test_missing_attachment_fails_its_message_and_the_rest_still_go_out(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    invoice = AttachmentUpload(name="invoice.pdf", content=b"%PDF-1.4 lost")
+    broken = send_message(ledger, staff, email_to(ada, attachments=[invoice]))
+    fine = send_message(ledger, staff, email_to(ada))
+    for blob in (tmp_path / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+
+    report = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    failed = get_message(ledger, staff, str(broken.message_id))
+    assert failed.status == Status.FAILED
+    [event] = [e for e in ledger.events.get(failed.id) if isinstance(e, Message.Failed)]
+    assert "invoice.pdf" in event.reason
+    assert get_message(ledger, staff, str(fine.message_id)).status == Status.SENT
+    assert (report.sent, report.failed) == (1, 1)
+
+
+def test_running_the_dispatcher_again_sends_nothing_twice(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        send_message(ledger, staff, email_to(ada))
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    again = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    assert again.notifications == 0
+    assert len(mail_in(tmp_path)) == 3
+
+
+def test_a_batch_read_twice_records_each_attempt_once(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    first = dispatcher_for(ledger, tmp_path)
+    batch = first.next_batch()
+    assert batch is not None
+    asyncio.run(first.drain())
+
+    # The same notifications met again, as after a crash before the commit.
+    for job in batch.jobs:
+        job.outcome = asyncio.run(first.send(job))
+    first.record(batch)
+
+    assert len(sent_events(ledger, receipt.message_id)) == 1
+
+
+def test_retried_message_is_sent_as_a_numbered_new_attempt(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    suppress(
+        ledger,
+        staff,
+        Suppress(channel="email", address="ada.fernsby@example.com", reason="typo"),
+    )
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    unsuppress(
+        ledger,
+        staff,
+        Unsuppress(channel="email", address="ada.fernsby@example.com", reason="fixed"),
+    )
+    retry_message(ledger, staff, RetryMessage(message_id=str(receipt.message_id)))
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.status == Status.SENT
+    assert message.attempts[1].status == Status.FAILED
+    assert message.attempts[2].status == Status.SENT
+    [mail] = mail_in(tmp_path)
+    assert parse_message_id_header(mail["Message-ID"]) == (receipt.message_id, 2)
+
+
+def test_dispatchers_of_two_partitions_share_the_messages_between_them(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    ids = [send_message(ledger, staff, email_to(ada)).message_id for _ in range(6)]
+    halves = [Partition(0, 2), Partition(1, 2)]
+
+    for half in halves:
+        dispatcher = dispatcher_for(ledger, tmp_path)
+        dispatcher.partition = half
+        asyncio.run(dispatcher.drain())
+
+    mail_ids = sorted(
+        parse_message_id_header(m["Message-ID"]) for m in mail_in(tmp_path)
+    )
+    assert mail_ids == sorted((i, 1) for i in ids)
+
+
+def test_resend_queues_a_linked_copy_to_the_customers_current_address(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    invoice = AttachmentUpload(name="invoice.pdf", content=b"%PDF-1.4 invoice")
+    original = send_message(
+        ledger, staff, email_to(ada, html="<p>See you</p>", attachments=[invoice])
+    )
+    upsert_customer(
+        ledger,
+        staff,
+        UpsertCustomer(
+            customer_id=ada, name="Ada Fernsby", email="ada@fernsby.example.org"
+        ),
+    )
+
+    receipt = resend_message(ledger, staff, str(original.message_id))
+
+    copy = get_message(ledger, staff, str(receipt.message_id))
+    first = get_message(ledger, staff, str(original.message_id))
+    assert copy.id != first.id
+    assert copy.resend_of == str(first.id)
+    assert copy.to == ["ada@fernsby.example.org"]
+    assert (copy.subject, copy.text, copy.html) == (
+        first.subject,
+        first.text,
+        first.html,
+    )
+    assert copy.attachments == first.attachments
+    assert copy.status == Status.QUEUED
+
+
+def test_resending_a_received_message_is_refused_and_appends_nothing(
+    ledger: Ledger, staff: Principal, ada: str
+) -> None:
+    inbound = record_inbound(
+        ledger,
+        staff,
+        RecordInbound(
+            customer_id=ada,
+            channel="email",
+            sender="ada.fernsby@example.com",
+            subject="Question",
+            body="Can I come at 11?",
+        ),
+    )
+    queued = get_topic(Message.Queued)
+    before = len(ledger.recorder.select_notifications(1, 1000, topics=[queued]))
+
+    with pytest.raises(InvalidTransition, match="only messages the company sent"):
+        resend_message(ledger, staff, str(inbound))
+
+    after = len(ledger.recorder.select_notifications(1, 1000, topics=[queued]))
+    assert after == before
+
+
+def test_batch_that_meets_a_concurrent_write_still_records_its_outcomes(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    dispatcher = dispatcher_for(ledger, tmp_path)
+    batch = dispatcher.next_batch()
+    assert batch is not None
+    for job in batch.jobs:
+        job.outcome = asyncio.run(dispatcher.send(job))
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=str(receipt.message_id),
+            outcome="delivered",
+            provider="outbox",
+            provider_event_id="early-report",
+        ),
+    )
+
+    dispatcher.record(batch)
+
+    events = list(ledger.events.get(receipt.message_id))
+    assert [type(e).__name__ for e in events] == ["Queued", "Delivered", "Sent"]
+    assert dispatcher.position() == batch.position
+    assert asyncio.run(dispatcher.drain()).notifications == 0
+
+
+def test_message_named_in_consecutive_batches_is_sent_once(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    first = send_message(ledger, staff, email_to(ada)).message_id
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=str(first), outcome="failed", provider="smtp", reason="greylist"
+        ),
+    )
+    retry_message(ledger, staff, RetryMessage(message_id=str(first)))
+    others = [send_message(ledger, staff, email_to(ada)).message_id for _ in range(3)]
+    last = send_message(ledger, staff, email_to(ada)).message_id
+
+    report = asyncio.run(dispatcher_for(ledger, tmp_path, batch_size=1).drain())
+
+    mail_ids = sorted(
+        parse_message_id_header(m["Message-ID"]) for m in mail_in(tmp_path)
+    )
+    expected = [(first, 2)] + [(i, 1) for i in [*others, last]]
+    assert mail_ids == sorted(expected)
+    assert report.sent == 5
+    assert len(sent_events(ledger, first)) == 1
