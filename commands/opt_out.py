@@ -32,7 +32,7 @@ from ledger.directory import Company
 from ledger.message import Message
 from ledger.provider_settings import DEFAULT_HELP_TEXT, ProviderSettings
 from ledger.sms import count_segments
-from ledger.suppression import Suppression
+from ledger.suppression import HELP_ANSWER, OPT_OUT_CONFIRMATION, Suppression
 from ledger.values import Attribution, Channel, Direction
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ START_WORDS = frozenset({"start", "unstop", "yes"})
 HELP_WORDS = frozenset({"help", "info"})
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 
-OPT_OUT_TRIGGER = "sms-opt-out-confirmation"
-HELP_TRIGGER = "sms-help"
+OPT_OUT_TRIGGER = OPT_OUT_CONFIRMATION
+HELP_TRIGGER = HELP_ANSWER
 
 
 class Keyword(StrEnum):

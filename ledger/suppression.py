@@ -11,6 +11,17 @@ from eventsourcing.domain import Aggregate
 
 SUPPRESSION_NAMESPACE = uuid.UUID("9e2d7c61-0a4f-4b1e-bb0e-3c6c1d2f8a77")
 
+OPT_OUT_CONFIRMATION = "sms-opt-out-confirmation"
+HELP_ANSWER = "sms-help"
+# Carrier rules expect one confirmation of an opt-out and an answer to HELP even
+# though the number is now suppressed; nothing else may reach it.
+EXEMPT_TRIGGERS = frozenset({OPT_OUT_CONFIRMATION, HELP_ANSWER})
+
+
+def exempt_from_suppression(trigger: str | None) -> bool:
+    """Whether a message sent for `trigger` may reach a suppressed recipient."""
+    return trigger in EXEMPT_TRIGGERS
+
 
 class Suppression(Aggregate):
     """One address on one channel of one tenant; added, lifted, added again."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,7 +19,8 @@ from commands.threading import unmatched_inbound
 from ledger.errors import RecipientSuppressed
 from ledger.message import Message
 from ledger.suppression import Suppression
-from ledger.values import Channel, Direction, Principal
+from ledger.values import Channel, Direction, Principal, Status
+from tests.integration.test_dispatch import dispatcher_for
 from tests.integration.tracking_support import (
     TEST_URL,
     SendGridSigner,
@@ -168,3 +172,18 @@ def test_a_form_without_a_sender_is_refused_with_400_and_records_nothing(
 
     assert response.status_code == 400
     assert store_position(ledger) == before
+
+
+def test_after_stop_only_the_confirmation_reaches_the_number(
+    ledger: Ledger, staff: Principal, ada: str, configured: None, tmp_path: Path
+) -> None:
+    reminder = queue_sms(ledger, staff, ada)
+    text_in(ledger, "STOP")
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    [confirmation] = automatic_replies(ledger, staff, OPT_OUT_TRIGGER)
+    assert get_message(ledger, staff, str(confirmation.id)).status == Status.SENT
+    assert get_message(ledger, staff, str(reminder)).status == Status.FAILED
+    [line] = (tmp_path / "sms.jsonl").read_text().splitlines()
+    assert json.loads(line)["id"] == f"{confirmation.id}.1"
