@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -24,12 +25,30 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters import presenting
+from adapters.access_cli import tokens_app, users_app
+from adapters.broker.cli import automations, broker_command
 from adapters.demo import seed_demo
+from adapters.inbound_cli import (
+    import_email_command,
+    inbound_smtp_command,
+    provider_links_command,
+    provider_settings_command,
+    unmatched_app,
+)
+from adapters.projection_cli import (
+    in_utc,
+    projections_app,
+    replay,
+    report,
+    timeline_page,
+)
+from adapters.serve_cli import serve_command
 from adapters.wiring import Settings, build_ledger
+from adapters.workers import workers
 from commands.application import Ledger
 from commands.delivery import retry_message
 from commands.directory import register_company, upsert_customer
-from commands.history import customer_messages, message_history
+from commands.history import message_history
 from commands.models import (
     AttachmentUpload,
     MergeValue,
@@ -42,13 +61,16 @@ from commands.models import (
     UpsertCustomer,
     invalid_command,
 )
+from commands.resend import resend_message
 from commands.send import preview_message, send_message
 from commands.suppressions import suppress, unsuppress
 from commands.templates import save_template
 from ledger.addresses import split_addresses
 from ledger.errors import LedgerError
 from ledger.sms import count_segments
-from ledger.values import Channel, Permission, Principal
+from ledger.values import Channel, Direction, Permission, Principal, Status
+from projections.database import ViewDatabase, open_views
+from projections.reading import TimelineFilter
 
 T = TypeVar("T")
 
@@ -63,6 +85,20 @@ templates = typer.Typer(help="Message templates.", no_args_is_help=True)
 app.add_typer(companies, name="companies")
 app.add_typer(customers, name="customers")
 app.add_typer(templates, name="templates")
+app.add_typer(projections_app, name="projections")
+app.add_typer(workers, name="worker")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.command("serve")(serve_command)
+app.command("replay")(replay)
+app.command("report")(report)
+app.command("import-email")(import_email_command)
+app.command("provider-settings")(provider_settings_command)
+workers.command("inbound-smtp")(inbound_smtp_command)
+workers.command("provider-links")(provider_links_command)
+app.add_typer(unmatched_app, name="unmatched")
+workers.command("broker")(broker_command)
+app.add_typer(automations, name="automations")
 
 out = Console()
 err = Console(stderr=True)
@@ -103,6 +139,14 @@ def run(action: Callable[[Ledger], T]) -> T:
         fail(invalid_command(exc).message)
     except LedgerError as exc:
         fail(exc.message)
+
+
+def with_views(ledger: Ledger, action: Callable[[ViewDatabase], T]) -> T:
+    views = open_views(ledger.env)
+    try:
+        return action(views)
+    finally:
+        views.close()
 
 
 def fail(message: str) -> NoReturn:
@@ -346,18 +390,65 @@ def messages(
     company: CompanyOption = "demo",
     user: UserOption = None,
     as_json: JsonOption = False,
+    channel: Annotated[Channel | None, typer.Option(help="email or sms.")] = None,
+    direction: Annotated[
+        Direction | None, typer.Option(help="outbound or inbound.")
+    ] = None,
+    status: Annotated[Status | None, typer.Option(help="Current status.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Occurred at or after (UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Occurred at or before (UTC if no zone).")
+    ] = None,
+    sent_by: Annotated[
+        str | None, typer.Option(help="User id, System or Customer.")
+    ] = None,
+    template: Annotated[str | None, typer.Option(help="Template id.")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Words in subject, body or addresses.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Messages per page.")] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="next_cursor of the previous page.")
+    ] = None,
 ) -> None:
-    """A customer's messages, newest first."""
-    found = run(
-        lambda lg: customer_messages(lg, principal_for(company, user), customer_id)
+    """A customer's messages, newest first, from the timeline view."""
+    filters = TimelineFilter(
+        channel=channel,
+        direction=direction,
+        status=status,
+        since=in_utc(since),
+        until=in_utc(until),
+        sent_by=sent_by,
+        template=template,
+        search=search,
+        limit=limit,
+        after=after,
     )
-    rows = [presenting.message_row(m) for m in found]
+    page = run(
+        lambda lg: with_views(
+            lg,
+            lambda views: timeline_page(
+                lg, views, principal_for(company, user), customer_id, filters
+            ),
+        )
+    )
+    rows = page.rows
     if as_json:
-        emit_json({"customer_id": customer_id, "count": len(rows), "messages": rows})
+        emit_json(
+            {
+                "customer_id": customer_id,
+                "count": page.count,
+                "messages": rows,
+                "next_cursor": page.next_cursor,
+            }
+        )
         return
     table = Table(
-        title=f"Messages ({len(rows)})",
+        title=f"Messages ({page.count})",
         title_justify="left",
+        caption=page.next_cursor and f"More: --after {page.next_cursor}",
         box=box.SIMPLE_HEAD,
         expand=True,
     )
@@ -424,6 +515,19 @@ def retry(
     out.print(
         f"Message {outcome.message_id} will be sent again (attempt {outcome.attempt})."
     )
+
+
+@app.command()
+def resend(
+    message_id: Annotated[str, typer.Argument(help="Message id.")],
+    company: CompanyOption = "demo",
+    user: UserOption = None,
+) -> None:
+    """Send an earlier message again as a new message, to the customer's address."""
+    receipt = run(
+        lambda lg: resend_message(lg, principal_for(company, user), message_id)
+    )
+    out.print(f"Queued message {receipt.message_id}, a resend of {message_id}.")
 
 
 @app.command("suppress")

@@ -1,4 +1,9 @@
-"""A PostgreSQL application recorder that inserts a batch of events faster.
+"""Application recorders that insert and read batches of events faster.
+
+`ArrayInsertRecorder` (PostgreSQL) and `ManyReadSQLiteRecorder` (SQLite) are the
+library's recorders plus one method, `select_events_of`, which reads the
+events of many aggregates in one query; the grouped committer decides a whole
+group of commands on what that one query returns.
 
 The library's recorder sends a batch as one array of a composite type, which
 psycopg renders to text field by field in Python; at a few hundred events per
@@ -14,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
-
-TOPIC = "adapters.fast_store:ArrayInsertRecorder"
 
 
 class ArrayInsertRecorder(PostgresApplicationRecorder):
@@ -59,3 +64,42 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
                 [event.state for event in stored_events],
             ],
         )
+
+    def select_events_of(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of the given aggregates, in one autocommit statement."""
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        # A plain read needs no BEGIN/ROLLBACK round trips.
+        with self.datastore.get_connection() as connection:
+            rows = connection.execute(statement, [list(aggregate_ids)], prepare=True)
+            return [StoredEvent(**row) for row in rows.fetchall()]
+
+
+class ManyReadSQLiteRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite application recorder, reading many aggregates at once."""
+
+    def select_events_of(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of the given aggregates, in one query."""
+        marks = ",".join("?" * len(aggregate_ids))
+        statement = (
+            "SELECT originator_id, originator_version, topic, state "
+            f"FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
+            "ORDER BY originator_id, originator_version"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, [i.hex for i in aggregate_ids])
+            return [
+                StoredEvent(
+                    originator_id=UUID(row["originator_id"]),
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+                for row in cursor.fetchall()
+            ]

@@ -18,6 +18,7 @@ from ledger.errors import LedgerError
 
 # The library's recorder with a faster batch insert (see adapters.fast_store).
 ARRAY_INSERT_RECORDER = "adapters.fast_store:ArrayInsertRecorder"
+MANY_READ_SQLITE_RECORDER = "adapters.fast_store:ManyReadSQLiteRecorder"
 
 
 class BadDatabaseUrl(LedgerError):
@@ -49,6 +50,7 @@ def sqlite_environment(url: str) -> dict[str, str]:
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": path,
         "SQLITE_LOCK_TIMEOUT": "10",
+        "APPLICATION_RECORDER_TOPIC": MANY_READ_SQLITE_RECORDER,
     }
 
 

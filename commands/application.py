@@ -30,12 +30,9 @@ from eventsourcing.application import (
 )
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder
-from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import EnvType
-from psycopg import sql
 
-from commands.ports import BlobStore, MemoryBlobStore, SendPolicy
+from commands.ports import BatchReader, BlobStore, MemoryBlobStore, SendPolicy
 from ledger.errors import InvalidTransition, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -173,37 +170,8 @@ class Ledger(Application[UUID]):
 
     def _select_stored_events(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
         recorder = self.recorder
-        if isinstance(recorder, PostgresAggregateRecorder):
-            statement = sql.SQL(
-                "SELECT originator_id, originator_version, topic, state "
-                "FROM {}.{} WHERE originator_id = ANY(%s) "
-                "ORDER BY originator_id, originator_version"
-            ).format(
-                sql.Identifier(recorder.datastore.schema),
-                sql.Identifier(recorder.events_table_name),
-            )
-            # One autocommit statement: a read needs no BEGIN/ROLLBACK round trips.
-            with recorder.datastore.get_connection() as connection:
-                rows = connection.execute(statement, [aggregate_ids], prepare=True)
-                return [StoredEvent(**row) for row in rows.fetchall()]
-        if isinstance(recorder, SQLiteAggregateRecorder):
-            marks = ",".join("?" * len(aggregate_ids))
-            statement_text = (
-                "SELECT originator_id, originator_version, topic, state "
-                f"FROM {recorder.events_table_name} WHERE originator_id IN ({marks}) "
-                "ORDER BY originator_id, originator_version"
-            )
-            with recorder.datastore.transaction(commit=False) as lite:
-                lite.execute(statement_text, [i.hex for i in aggregate_ids])
-                return [
-                    StoredEvent(
-                        originator_id=UUID(row["originator_id"]),
-                        originator_version=row["originator_version"],
-                        topic=row["topic"],
-                        state=row["state"],
-                    )
-                    for row in lite.fetchall()
-                ]
+        if isinstance(recorder, BatchReader):
+            return list(recorder.select_events_of(aggregate_ids))
         return [
             stored_event
             for aggregate_id in aggregate_ids

@@ -9,7 +9,8 @@ LedgerError
 ├── NotFound                no such record in the principal's tenant
 ├── PermissionDenied        the principal lacks a permission
 ├── InvalidTransition       the message's state does not allow the command
-└── StoreUnavailable        the event store failed; nothing was written
+├── StoreUnavailable        the event store failed; nothing was written
+└── ProjectionError         a read model is unknown or cannot serve the request
 """
 
 from __future__ import annotations
@@ -98,3 +99,7 @@ class InvalidTransition(LedgerError):
 
 class StoreUnavailable(LedgerError):
     """Raised when the event store fails; the command's events were not written."""
+
+
+class ProjectionError(LedgerError):
+    """Raised when a read model is unknown, not built yet, or given a bad query."""

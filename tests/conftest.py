@@ -16,6 +16,7 @@ from commands.application import Ledger
 from commands.directory import register_company, upsert_customer
 from commands.models import RegisterCompany, UpsertCustomer
 from ledger.values import Permission, Principal
+from projections.database import ViewDatabase, open_views
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -113,3 +114,11 @@ def farid(ledger: Ledger, staff: Principal, company: None) -> str:
         ),
     )
     return "c-farid"
+
+
+@pytest.fixture
+def views(ledger: Ledger) -> Iterator[ViewDatabase]:
+    """The read models' database beside the ledger's event store."""
+    database = open_views(ledger.env)
+    yield database
+    database.close()
