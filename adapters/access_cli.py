@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import getpass
 import uuid
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from adapters.terminal import CompanyOption, err, fail, out
 from adapters.wiring import Settings, build_ledger
 from commands.identity import (
     AddUser,
@@ -34,12 +34,7 @@ users_app = typer.Typer(
 )
 tokens_app = typer.Typer(help="API tokens for services.", no_args_is_help=True)
 
-out = Console()
-err = Console(stderr=True)
 
-CompanyOption = Annotated[
-    str, typer.Option("--company", envvar="LEDGER_COMPANY", help="Company slug.")
-]
 PermissionsOption = Annotated[
     list[Permission],
     typer.Option(
@@ -52,11 +47,6 @@ PermissionsOption = Annotated[
 def operator(company: str) -> Principal:
     name = getpass.getuser()
     return Principal(company, name, frozenset(Permission), name)
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 @users_app.command("add")

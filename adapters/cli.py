@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from adapters import presenting
@@ -43,6 +42,7 @@ from adapters.projection_cli import (
     timeline_page,
 )
 from adapters.serve_cli import serve_command
+from adapters.terminal import CompanyOption, JsonOption, UserOption, fail, out
 from adapters.wiring import Settings, build_ledger
 from adapters.workers import workers
 from commands.application import Ledger
@@ -100,17 +100,6 @@ app.add_typer(unmatched_app, name="unmatched")
 workers.command("broker")(broker_command)
 app.add_typer(automations, name="automations")
 
-out = Console()
-err = Console(stderr=True)
-
-CompanyOption = Annotated[
-    str, typer.Option("--company", envvar="LEDGER_COMPANY", help="Company slug.")
-]
-UserOption = Annotated[
-    str | None, typer.Option("--user", envvar="LEDGER_USER", help="Acting user.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
 
 def principal_for(company: str, user: str | None) -> Principal:
     return Principal(
@@ -147,11 +136,6 @@ def with_views(ledger: Ledger, action: Callable[[ViewDatabase], T]) -> T:
         return action(views)
     finally:
         views.close()
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def emit_json(value: Any) -> None:

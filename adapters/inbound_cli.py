@@ -18,10 +18,10 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from adapters.inbound_mail import import_email
 from adapters.inbound_smtp import ListenerOptions, serve_until_stopped
+from adapters.terminal import CompanyOption, UserOption, err, out
 from adapters.wiring import Settings, build_ledger
 from commands.models import invalid_command
 from commands.threading import file_unmatched, unmatched_inbound
@@ -35,16 +35,6 @@ from ledger.provider_settings import DEFAULT_HELP_TEXT
 from ledger.values import Permission, Principal
 
 logger = logging.getLogger(__name__)
-
-out = Console()
-err = Console(stderr=True)
-
-CompanyOption = Annotated[
-    str, typer.Option("--company", envvar="LEDGER_COMPANY", help="Company slug.")
-]
-UserOption = Annotated[
-    str | None, typer.Option("--user", envvar="LEDGER_USER", help="Acting user.")
-]
 
 
 def acting(company: str, user: str | None) -> Principal:

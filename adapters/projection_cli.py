@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from adapters.terminal import CompanyOption, JsonOption, UserOption, fail, out
 from adapters.wiring import Settings, build_ledger
 from commands.application import Ledger
 from commands.replay import Replay, replay_customer
@@ -61,17 +61,6 @@ projections_app = typer.Typer(
     help="The read models: their state, and rebuilding them.", no_args_is_help=True
 )
 
-out = Console()
-err = Console(stderr=True)
-
-CompanyOption = Annotated[
-    str, typer.Option("--company", envvar="LEDGER_COMPANY", help="Company slug.")
-]
-UserOption = Annotated[
-    str | None, typer.Option("--user", envvar="LEDGER_USER", help="Acting user.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
 
 def reader(company: str, user: str | None) -> Principal:
     """A principal that may read the company's messages."""
@@ -100,12 +89,6 @@ def run(action: Callable[[Ledger, ViewDatabase], T]) -> T:
             return action(ledger, views)
     except LedgerError as exc:
         fail(exc.message)
-
-
-def fail(message: str) -> NoReturn:
-    """Print one sentence on stderr and exit with status 1."""
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def timeline_page(

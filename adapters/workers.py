@@ -11,10 +11,10 @@ import os
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from adapters.dispatcher import WorkerOptions, run_worker
 from adapters.projection_cli import project
+from adapters.terminal import err
 from adapters.wiring import Settings
 from commands.dispatch import Partition
 from ledger.errors import LedgerError
@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 workers = typer.Typer(
     help="Workers that follow the event log and act on it.", no_args_is_help=True
 )
-err = Console(stderr=True)
 workers.command("project")(project)
 
 

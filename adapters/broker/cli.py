@@ -10,14 +10,14 @@ import asyncio
 import getpass
 import json
 from collections.abc import Callable
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from adapters.broker.settings import BrokerSettings, consumer_kind
 from adapters.broker.worker import serve
+from adapters.terminal import CompanyOption, UserOption, fail, out
 from adapters.wiring import Settings, build_ledger
 from commands.application import Ledger
 from commands.automation import (
@@ -38,15 +38,7 @@ automations = typer.Typer(
     help="Automated messages: which template each trigger sends.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
 
-CompanyOption = Annotated[
-    str, typer.Option("--company", envvar="LEDGER_COMPANY", help="Company slug.")
-]
-UserOption = Annotated[
-    str | None, typer.Option("--user", envvar="LEDGER_USER", help="Acting user.")
-]
 TriggerArgument = Annotated[Trigger, typer.Argument(help="The trigger event.")]
 
 
@@ -67,11 +59,6 @@ def on_ledger(action: Callable[[Ledger], T]) -> T:
         fail(invalid_command(exc).message)
     except LedgerError as exc:
         fail(exc.message)
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 @automations.command("set")
