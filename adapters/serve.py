@@ -47,11 +47,14 @@ from adapters.wiring import Settings, build_ledger
 from commands.application import Ledger
 from commands.dispatch import Dispatcher
 from commands.identity import AddUser, add_user
+from commands.tracking import SentLinker
 from ledger.access import StaffUser
 from ledger.values import Permission, Principal
 from projections.catalog import PROJECTIONS
 
 logger = logging.getLogger(__name__)
+
+LINK_INTERVAL = 2.0
 
 DEMO_PASSWORD = "brightside-demo"
 DEMO_USERS = (
@@ -148,7 +151,10 @@ def seed_embedded(ledger: Ledger) -> None:
 
 def workers_for(settings: Settings, env: Mapping[str, str]) -> dict[str, Worker]:
     """The workers to run; the NATS broker only when LEDGER_NATS_URL is set."""
-    found: dict[str, Worker] = {"dispatcher": dispatch_worker(settings)}
+    found: dict[str, Worker] = {
+        "dispatcher": dispatch_worker(settings),
+        "provider-links": provider_links_worker(settings),
+    }
     for name in PROJECTIONS:
         found[f"projection-{name}"] = projection_worker(name)
     if env.get("LEDGER_NATS_URL"):
@@ -193,6 +199,24 @@ async def dispatch_until(
         await email.close()
         await sms.close()
         ledger.close()
+
+
+def provider_links_worker(settings: Settings) -> Worker:
+    """Links providers' message ids to sends, applying reports parked for them."""
+
+    def work(stop: threading.Event) -> None:
+        ledger = build_ledger(settings)
+        linker = SentLinker(ledger)
+        try:
+            while not stop.is_set():
+                linked = linker.catch_up()
+                if linked:
+                    logger.info("linked %d provider message ids", linked)
+                stop.wait(LINK_INTERVAL)
+        finally:
+            ledger.close()
+
+    return work
 
 
 def broker_worker(settings: Settings, broker: BrokerSettings) -> Worker:

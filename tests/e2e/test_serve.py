@@ -161,7 +161,12 @@ def test_serve_runs_the_broker_only_when_nats_is_configured(tmp_path):
     plain = workers_for(settings, {})
     with_nats = workers_for(settings, {"LEDGER_NATS_URL": "nats://127.0.0.1:4222"})
 
-    assert set(plain) == {"dispatcher", "projection-timeline", "projection-reporting"}
+    assert set(plain) == {
+        "dispatcher",
+        "provider-links",
+        "projection-timeline",
+        "projection-reporting",
+    }
     assert set(with_nats) == set(plain) | {"broker"}
 
 
