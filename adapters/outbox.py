@@ -50,8 +50,11 @@ class MaildirOutbox:
         )
 
     def store(self, message: bytes) -> str:
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        maildir = mailbox.Maildir(self.directory, create=True)
+        # Concurrent sends share one Maildir; creating it is not atomic in the
+        # standard library, so the folders are made here, idempotently.
+        for folder in ("tmp", "new", "cur"):
+            (self.directory / folder).mkdir(parents=True, exist_ok=True)
+        maildir = mailbox.Maildir(self.directory, create=False)
         key = maildir.add(message)
         logger.info("wrote email %s to the outbox %s", key, self.directory)
         return key

@@ -409,7 +409,12 @@ class Dispatcher:
         except Exception as exc:
             # A fault inside a provider must fail one message, never the worker;
             # the provider may have sent it, so the outcome counts as unknown.
-            logger.exception("provider %s raised on %s", provider.name, outgoing)
+            logger.exception(
+                "provider %s raised on message %s attempt %s",
+                provider.name,
+                outgoing.message_id,
+                outgoing.attempt,
+            )
             return SendOutcome(
                 OutcomeKind.UNKNOWN,
                 provider.name,
