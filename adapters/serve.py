@@ -51,6 +51,7 @@ from commands.tracking import SentLinker
 from ledger.access import StaffUser
 from ledger.values import Permission, Principal
 from projections.catalog import PROJECTIONS
+from projections.reporting import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ def build_app(
     metrics = Metrics()
     for name in PROJECTIONS:
         metrics.watch_lag(name, partial(reads.lag, ledger, name))
+    for stage in STAGES:
+        metrics.watch_stage(stage, partial(reads.stage_count, ledger, stage))
     app = create_app(
         ledger,
         WebSettings.from_env(env),

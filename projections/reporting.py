@@ -308,6 +308,14 @@ def delivery_report(
     return [report_row(names, row) for row in rows]
 
 
+def stage_totals(views: ViewDatabase) -> dict[str, int]:
+    """How many messages of every company have reached each stage, for metrics."""
+    prefix = require_active(views, "reporting")
+    sums = ", ".join(f"sum({stage})" for stage in STAGES)
+    row = views.fetchone(f"SELECT {sums} FROM {prefix}messages") or ()
+    return {stage: int(row[i] or 0) for i, stage in enumerate(STAGES) if row}
+
+
 def report_row(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     """A grouped row as named counts and rates."""
     keys = dict(zip(names, row[: len(names)], strict=True))

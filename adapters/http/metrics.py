@@ -10,7 +10,8 @@ LagProbe = Callable[[], float]
 
 
 class Metrics:
-    """Counters for sends, send failures and webhook events; gauges for lag."""
+    """Counters for sends, refused sends and webhook events; gauges for outcomes
+    recorded by providers and for projection lag."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -35,12 +36,23 @@ class Metrics:
             ["path", "status"],
             registry=self.registry,
         )
+        self.messages = Gauge(
+            "ledger_messages",
+            "Messages that reached each stage (sent, delivered, opened, bounced, "
+            "failed, replied), across companies, from the reporting view.",
+            ["stage"],
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "ledger_projection_lag_events",
             "Events recorded but not yet processed, per projection.",
             ["projection"],
             registry=self.registry,
         )
+
+    def watch_stage(self, stage: str, probe: LagProbe) -> None:
+        """Report `probe()` as the number of messages that reached `stage`."""
+        self.messages.labels(stage).set_function(probe)
 
     def watch_lag(self, projection: str, probe: LagProbe) -> None:
         """Report `probe()` as the lag of `projection` whenever metrics are read."""

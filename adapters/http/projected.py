@@ -27,7 +27,7 @@ from ledger.values import Channel, Direction, Principal, Status
 from projections.catalog import projection_named
 from projections.database import ViewDatabase, open_views
 from projections.reading import TimelineFilter, customer_timeline
-from projections.reporting import ReportPeriod, delivery_report
+from projections.reporting import ReportPeriod, delivery_report, stage_totals
 from projections.runtime import PositionMoved, ProjectionRunner, projection_status
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,12 @@ class ProjectionReads:
             ProjectionRunner(ledger, views, projection_named(name)).catch_up()
         except PositionMoved:
             logger.debug("%s moved on by another runner while catching up", name)
+
+    def stage_count(self, ledger: Ledger, stage: str) -> float:
+        """Messages of every company that reached `stage`, up to the log's head."""
+        views = self.views()
+        self.catch_up(ledger, views, "reporting")
+        return float(stage_totals(views).get(stage, 0))
 
     def lag(self, ledger: Ledger, name: str) -> float:
         """Events recorded but not yet processed by projection `name`."""

@@ -118,6 +118,12 @@ def test_metrics_count_webhook_answers_and_report_projection_lag(served):
         'status="4xx"} 1.0'
     ) in metrics
     assert 'ledger_projection_lag_events{projection="timeline"}' in metrics
+    failed = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('ledger_messages{stage="failed"}')
+    )
+    assert float(failed.split()[-1]) >= 1
 
 
 def test_a_token_issued_on_the_command_line_opens_the_api(served):
