@@ -220,9 +220,6 @@ def templates_add(
     out.print(f"Template [bold]{template_id}[/] saved as version {version.number}.")
 
 
-SendOptions = dict[str, Any]
-
-
 def send_command(
     customer_id: str,
     channel: Channel,

@@ -8,7 +8,7 @@ from commands.models import SaveTemplate
 from ledger.errors import InvalidCommand, NotFound
 from ledger.rendering import TemplateContent, check_template
 from ledger.template import Template, TemplateVersion
-from ledger.values import Channel, Permission, Principal
+from ledger.values import Permission, Principal
 
 
 def save_template(
@@ -66,7 +66,3 @@ def template_content(version: TemplateVersion) -> TemplateContent:
     return TemplateContent(
         subject=version.subject, text=version.text, html=version.html
     )
-
-
-def template_channel(template: Template) -> Channel:
-    return Channel(template.channel)

@@ -70,9 +70,9 @@ class Sink:
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
-        self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), message, session.peer)  # type: ignore[arg-type]
-        )
+        sender = str(envelope.mail_from)
+        recipients = list(envelope.rcpt_tos)
+        self.received.append(Received(sender, recipients, message, session.peer))
         if self.drop_data:
             self.drop_data -= 1
             server.transport.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,8 @@ def send(provider: SmtpProvider, *emails: OutgoingEmail) -> list[SendOutcome]:
 
 
 def plain(port: int, **settings: object) -> SmtpProvider:
-    return SmtpProvider(SmtpSettings("127.0.0.1", port, tls="none", **settings))  # type: ignore[arg-type]
+    options: dict[str, Any] = {"tls": "none", **settings}
+    return SmtpProvider(SmtpSettings("127.0.0.1", port, **options))
 
 
 def test_email_arrives_with_headers_alternatives_and_attachment() -> None:
