@@ -29,9 +29,15 @@ from eventsourcing.application import (
     ProcessingEvent,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import EnvType
 
+from commands.encoding import LedgerTranscoder
 from commands.ports import BatchReader, BlobStore, MemoryBlobStore, SendPolicy
 from ledger.errors import InvalidTransition, NotFound, StoreUnavailable
 
@@ -45,12 +51,32 @@ CONFLICT_RETRIES = 3
 READ_CHUNK = 500
 
 
+class Creation:
+    """A new aggregate's first event, to be saved without building the aggregate.
+
+    It offers the part of an aggregate that saving uses (`id`, the pending
+    events, `collect_events`), for decisions that create an aggregate and never
+    look at it again.
+    """
+
+    def __init__(self, created: Aggregate.Created) -> None:
+        self.id: UUID = created.originator_id
+        self.pending_events: list[Aggregate.Created] = [created]
+
+    def collect_events(self) -> list[Aggregate.Created]:
+        collected, self.pending_events = self.pending_events, []
+        return collected
+
+
+Recordable = Aggregate | Creation
+
+
 @dataclass
 class Decision(Generic[R]):
     """What one command decided: events to save and the caller's answer."""
 
     result: R
-    aggregates: Sequence[Aggregate] = field(default_factory=tuple)
+    aggregates: Sequence[Recordable] = field(default_factory=tuple)
 
     @property
     def writes(self) -> bool:
@@ -79,6 +105,12 @@ class Ledger(Application[UUID]):
         self.blobs = blobs or MemoryBlobStore()
         self._read_scope = threading.local()
 
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON format, written faster (see commands.encoding)."""
+        transcoder = LedgerTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
     def execute(self, decide: Decide[R]) -> R:
         """Take a decision and commit it, deciding again after a write conflict."""
         for _ in range(CONFLICT_RETRIES):
@@ -95,7 +127,7 @@ class Ledger(Application[UUID]):
             "The record changed repeatedly while this command ran; try again."
         )
 
-    def commit(self, aggregates: Sequence[Aggregate]) -> None:
+    def commit(self, aggregates: Sequence[Recordable]) -> None:
         """Save the pending events of `aggregates` in one transaction."""
         try:
             self.save_aggregates(aggregates)
@@ -106,18 +138,20 @@ class Ledger(Application[UUID]):
                 f"The event store refused the write ({exc}); nothing was recorded."
             ) from exc
 
-    def save_aggregates(self, aggregates: Sequence[Aggregate]) -> None:
+    def save_aggregates(self, aggregates: Sequence[Recordable]) -> None:
         """`save(*aggregates)` without the library's per-object protocol checks.
 
         `Application.save` tests every object against runtime-checkable
-        protocols, which costs more than encoding the event; the aggregates
-        here are known to be aggregates, so their events are collected
-        directly and the rest of `save` follows unchanged.
+        protocols, which costs more than encoding the event; the objects here
+        are known to be aggregates or creations, so their events are collected
+        directly and the rest of `save` follows unchanged. Creations are not
+        aggregates the library could snapshot, so only aggregates are listed.
         """
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         for aggregate in aggregates:
             processing_event.events.extend(aggregate.collect_events())
-            processing_event.aggregates[aggregate.id] = aggregate
+            if isinstance(aggregate, Aggregate):
+                processing_event.aggregates[aggregate.id] = aggregate
         recordings = self._record(processing_event)
         self._take_snapshots(processing_event)
         self._notify(recordings)
@@ -147,10 +181,20 @@ class Ledger(Application[UUID]):
             return None
         return aggregate
 
-    def read_history(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, list[Any]]:
-        """The events of many aggregates in one query; missing ones map to []."""
+    def read_history(
+        self,
+        aggregate_ids: Iterable[UUID],
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, list[Any]]:
+        """The events of many aggregates in one query; missing ones map to [].
+
+        `known` maps aggregates to a version the caller has already decoded:
+        their events up to it are left out of the answer (they are still read,
+        which keeps the query simple; only decoding them is spared).
+        """
         wanted = list(dict.fromkeys(aggregate_ids))
         history: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in wanted}
+        known = known or {}
         try:
             stored = [
                 stored_event
@@ -164,8 +208,12 @@ class Ledger(Application[UUID]):
                 f"The event store could not be read ({exc}); try again."
             ) from exc
         for stored_event in stored:
-            event = self.mapper.to_domain_event(stored_event)
-            history[UUID(str(stored_event.originator_id))].append(event)
+            originator_id = stored_event.originator_id
+            if type(originator_id) is not UUID:
+                originator_id = UUID(str(originator_id))
+            if stored_event.originator_version <= known.get(originator_id, 0):
+                continue
+            history[originator_id].append(self.mapper.to_domain_event(stored_event))
         return history
 
     def _select_stored_events(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:

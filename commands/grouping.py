@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-
 from commands.access import require
-from commands.application import Decide, Decision, History, Ledger
+from commands.application import Decide, Decision, History, Ledger, Recordable
 from commands.delivery import Outcome, decide_delivery_event
 from commands.models import RecordDeliveryEvent, SendMessage
+from commands.read_cache import ReadCache
 from commands.send import SendReceipt, address, decide_send
 from ledger.directory import Company, Customer
 from ledger.errors import LedgerError, StoreUnavailable
@@ -96,6 +95,7 @@ class GroupCommitter:
         self.groups_committed = 0
         self.commands_committed = 0
         self._in_flight: set[UUID] = set()
+        self._cache = ReadCache()
         self._queue: queue.SimpleQueue[Request[Any] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._thread = threading.Thread(
@@ -201,7 +201,7 @@ class GroupCommitter:
     def _run(self) -> None:
         """Decide round after round; each round's write overlaps the next decide."""
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-writer")
-        writing: Future[None] | None = None
+        writing: Future[list[Any]] | None = None
         deferred: list[Request[Any]] = []
         stop = False
         while deferred or not stop:
@@ -210,7 +210,7 @@ class GroupCommitter:
                 break
             decided, deferred = self._decide_safely(group)
             if writing is not None:
-                writing.result()
+                self._cache.remember_written(writing.result())
                 writing = None
             self._in_flight = set()
             if not decided:
@@ -225,7 +225,7 @@ class GroupCommitter:
             else:
                 # Nothing else to decide meanwhile: saving here spares a lone
                 # caller the hand-over to the writer thread.
-                self._save_safely(decided)
+                self._cache.remember_written(self._save_safely(decided))
         if writing is not None:
             writing.result()
         writer.shutdown()
@@ -277,12 +277,14 @@ class GroupCommitter:
             fail_unresolved(requests, exc)
             return [], []
 
-    def _save_safely(self, decided: list[Decided]) -> None:
+    def _save_safely(self, decided: list[Decided]) -> list[Any]:
+        """Save a group; returns the events it committed (none if it failed)."""
         try:
-            self._save(decided)
+            return self._save(decided)
         except Exception as exc:
             logger.exception("committing a group failed")
             fail_unresolved([item.request for item in decided], exc)
+            return []
 
     def _decide_all(
         self, requests: list[Request[Any]]
@@ -294,6 +296,18 @@ class GroupCommitter:
         earlier request of this round writes.
         """
         history, reads, projections = self._read_ahead(requests)
+        try:
+            return self._decide_each(requests, history, reads, projections)
+        finally:
+            self._cache.keep_projections(projections, history)
+
+    def _decide_each(
+        self,
+        requests: list[Request[Any]],
+        history: History,
+        reads: list[set[UUID]],
+        projections: dict[UUID, object],
+    ) -> tuple[list[Decided], list[Request[Any]]]:
         decided: list[Decided] = []
         deferred: list[Request[Any]] = []
         claimed: set[UUID] = set(self._in_flight)
@@ -337,19 +351,25 @@ class GroupCommitter:
                     if number < len(request.reads):
                         named.update(named_reads(self.ledger, request.reads[number]))
             wanted = set().union(*reads) - history.keys()
-            history.update(self.ledger.read_history(wanted))
+            fresh = self.ledger.read_history(wanted, self._cache.known_versions(wanted))
+            read = self._cache.complete(fresh)
+            history.update(read)
+            projections.update(self._cache.projections(read))
         return history, reads, projections
 
-    def _save(self, decided: list[Decided]) -> None:
-        aggregates: list[Aggregate] = [
+    def _save(self, decided: list[Decided]) -> list[Any]:
+        aggregates: list[Recordable] = [
             aggregate for item in decided for aggregate in item.decision.aggregates
+        ]
+        events = [
+            event for aggregate in aggregates for event in aggregate.pending_events
         ]
         try:
             self.ledger.commit(aggregates)
         except StoreUnavailable as exc:
             for item in decided:
                 item.request.future.set_exception(exc)
-            return
+            return []
         except Exception as exc:
             # A conflict with a writer outside the group, or one command whose
             # events cannot be stored: either way, each command alone decides
@@ -361,11 +381,12 @@ class GroupCommitter:
             )
             for item in decided:
                 self._commit_alone(item.request)
-            return
+            return []
         self.groups_committed += 1
         self.commands_committed += len(decided)
         for item in decided:
             item.request.future.set_result(item.decision.result)
+        return events
 
     def _commit_alone(self, request: Request[Any]) -> None:
         try:

@@ -23,9 +23,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from eventsourcing.domain import Aggregate
-
-from commands.application import Decision, Ledger
+from commands.application import Decision, Ledger, Recordable
 from commands.ports import now
 from commands.suppressions import decide_suppression
 from ledger.directory import Company
@@ -121,7 +119,7 @@ def decide_keyword(
     inbound_key: str,
 ) -> Decision[KeywordOutcome]:
     """Decide the suppression change and automatic answer a keyword calls for."""
-    aggregates: list[Aggregate] = []
+    aggregates: list[Recordable] = []
     text: str | None = None
     trigger = HELP_TRIGGER
     if keyword == Keyword.STOP:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from commands.access import require
-from commands.application import Decision, Ledger
+from commands.application import Creation, Decision, Ledger
 from commands.directory import company_of
 from commands.models import MergeValue, SendMessage
 from commands.ports import now
@@ -71,9 +71,11 @@ def decide_send(
     ledger: Ledger, principal: Principal, command: SendMessage
 ) -> Decision[SendReceipt]:
     require(principal, Permission.CREATE)
-    fingerprint = command.fingerprint()
+    # Only a keyed command can come again, so only it needs a fingerprint.
+    fingerprint = ""
     message_id = uuid.uuid4()
     if command.idempotency_key:
+        fingerprint = command.fingerprint()
         message_id = idempotent_message_id(principal.tenant_id, command.idempotency_key)
         original = ledger.load(Message, message_id)
         if original is not None:
@@ -86,9 +88,8 @@ def decide_send(
     attachments = store_attachments(ledger, command)
 
     attribution = Attribution(principal.user_id, command.trigger)
-    message = Message._create(
-        Message.Queued,
-        id=message_id,
+    queued = Message.queue(
+        message_id,
         tenant_id=principal.tenant_id,
         customer_id=command.customer_id,
         occurred_at=now(),
@@ -113,8 +114,8 @@ def decide_send(
         sms_segments=draft.sms_segments,
         resend_of=command.resend_of,
     )
-    receipt = SendReceipt(message.id, message.status, created=True)
-    return Decision(receipt, [message])
+    receipt = SendReceipt(message_id, Status.QUEUED, created=True)
+    return Decision(receipt, [Creation(queued)])
 
 
 def repeat_of(original: Message, command: SendMessage, fingerprint: str) -> SendReceipt:

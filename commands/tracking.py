@@ -31,7 +31,7 @@ from eventsourcing.utils import get_topic
 from pydantic import Field
 
 from commands.access import require
-from commands.application import Decision, Ledger
+from commands.application import Decision, Ledger, Recordable
 from commands.delivery import OUTCOME_EVENTS, Outcome, get_message, outcome_fields
 from commands.models import Command, ProviderOutcome, RecordDeliveryEvent
 from commands.ports import now
@@ -457,7 +457,7 @@ def decide_bounce(
         detail={**report.detail, "recipient": asdict(block)},
     )
     recorded = apply_outcome(message, command, attempt)
-    aggregates: list[Aggregate] = [message]
+    aggregates: list[Recordable] = [message]
     suppressed = None
     if recorded and block.hard:
         decision = decide_suppression(

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from ledger.errors import InvalidTransition
 from ledger.status import RETRYABLE, AttemptFacts
@@ -192,6 +193,23 @@ class Message(Aggregate):
         def apply(self, message: Message) -> None:
             message.replies.append(self.reply_id)
 
+    @classmethod
+    def queue(cls, message_id: uuid.UUID, **fields: Any) -> Message.Queued:
+        """The Queued event that creates an outbound message.
+
+        A send needs only the new message's id back, so the event is made on
+        its own; projecting the aggregate from it (as `_create` does) would
+        cost more than the event. Loading the message later folds this same
+        event through `Queued.apply`.
+        """
+        return cls.Queued(
+            originator_id=message_id,
+            originator_version=cls.INITIAL_VERSION,
+            timestamp=cls.Queued.create_timestamp(),
+            originator_topic=MESSAGE_TOPIC,
+            **fields,
+        )
+
     def start(self, created: Queued | Received, direction: Direction) -> None:
         """Set the state both kinds of creation share."""
         self.tenant_id = created.tenant_id
@@ -309,3 +327,6 @@ class Message(Aggregate):
         if self.direction == Direction.INBOUND:
             return self.sender
         return ", ".join(self.to)
+
+
+MESSAGE_TOPIC = get_topic(Message)
