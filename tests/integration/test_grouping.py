@@ -413,6 +413,70 @@ def test_a_repeat_arriving_while_the_original_is_being_written_gets_it_back(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
+def test_a_change_made_outside_the_committer_is_seen_by_its_next_group(
+    ledger, committer, staff, ada
+):
+    committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+    upsert_customer(
+        ledger,
+        staff,
+        UpsertCustomer(customer_id=ada, name="Ada Fernsby", email="ada@moved.example"),
+    )
+
+    receipt = committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.to == ["ada@moved.example"]
+
+
+def test_a_suppression_made_outside_the_committer_stops_its_next_send(
+    ledger, committer, staff, ada
+):
+    committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+    suppress(
+        ledger,
+        staff,
+        Suppress(
+            channel=Channel.EMAIL, address="ada.fernsby@example.com", reason="asked"
+        ),
+    )
+
+    with pytest.raises(RecipientSuppressed):
+        committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+
+
+def test_a_report_on_a_message_the_committer_just_wrote_sees_its_whole_history(
+    ledger, committer, staff, ada
+):
+    receipt = committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+    message_id = str(receipt.message_id)
+    for outcome_name in ("sent", "delivered"):
+        committer.record_delivery_event(
+            staff,
+            RecordDeliveryEvent(
+                message_id=message_id, outcome=outcome_name, provider="smtp"
+            ),
+        )
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(message_id=message_id, outcome="opened", provider="smtp"),
+    )
+
+    reported = committer.record_delivery_event(
+        staff,
+        RecordDeliveryEvent(
+            message_id=message_id,
+            outcome="delivered",
+            provider="smtp",
+            provider_event_id="late-report",
+        ),
+    )
+
+    assert reported.recorded
+    assert get_message(ledger, staff, message_id).status == Status.OPENED
+
+
 def test_a_send_waits_for_a_change_to_its_customer_that_is_being_written(
     ledger, committer, staff, ada, postgres_schema
 ):
