@@ -261,6 +261,8 @@ def build_app(
         WebSettings.from_env(env),
         timeline=reads.timeline,
         reports=reads.delivery_report,
+        threads=reads.threads,
+        status=reads.status_report,
         providers=settings,
         metrics=metrics,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from commands.access import require
 from commands.application import Decision, Ledger
 from commands.directory import company_of
@@ -10,6 +12,7 @@ from commands.ports import now
 from ledger.addresses import normalise_email, normalise_phone
 from ledger.directory import Company
 from ledger.errors import NotFound, RecipientSuppressed
+from ledger.message import Message
 from ledger.suppression import Suppression
 from ledger.values import Channel, Permission, Principal
 
@@ -58,6 +61,42 @@ def decide_suppression(
     else:
         suppression.reinstate(reason, source, now())
     return Decision(suppression, [suppression])
+
+
+ONE_CLICK_SOURCE = "list-unsubscribe-post"
+
+
+def unsubscribe_by_link(ledger: Ledger, message_id: uuid.UUID) -> list[Suppression]:
+    """Suppress the recipients of a marketing email whose one-click link was used.
+
+    The caller has checked the link's signature, which names the message (RFC
+    8058). Its To recipients are suppressed on its channel, for its tenant, in
+    one transaction. An address already suppressed is left as it is, so a mail
+    client that posts the link twice records nothing the second time. Only
+    marketing email carries the link: any other message is answered NotFound.
+    """
+
+    def decide() -> Decision[list[Suppression]]:
+        message = ledger.load(Message, message_id)
+        if message is None or message.category != "marketing":
+            raise NotFound("marketing message", message_id)
+        reason = f"unsubscribed with the one-click link of message {message_id}"
+        decisions = [
+            decide_suppression(
+                ledger,
+                message.tenant_id,
+                Channel(message.channel),
+                address,
+                reason,
+                ONE_CLICK_SOURCE,
+            )
+            for address in dict.fromkeys(a.lower() for a in message.to)
+        ]
+        return Decision(
+            [d.result for d in decisions], [a for d in decisions for a in d.aggregates]
+        )
+
+    return ledger.execute(decide)
 
 
 def unsuppress(

@@ -14,8 +14,6 @@ from adapters.http.reading import (
     MAX_PAGE,
     TimelineQuery,
     company_templates,
-    read_report,
-    read_threads,
 )
 from adapters.http.schemas import (
     CustomerIn,
@@ -33,12 +31,10 @@ from adapters.http.schemas import (
     TemplateIn,
     TemplateOut,
     TemplateVersionOut,
-    ThreadOut,
     ThreadsOut,
     TimelineOut,
     customer_out,
     message_detail,
-    message_row,
     template_out,
 )
 from commands.access import require
@@ -235,18 +231,8 @@ def threads(
     customer_id: str, principal: CompanyPrincipal, services: ServicesDep
 ) -> ThreadsOut:
     """The customer's conversations, most recently active first."""
-    found = read_threads(services.ledger, principal, customer_id)
-    return ThreadsOut(
-        customer_id=customer_id,
-        threads=[
-            ThreadOut(
-                root=message_row(t.root),
-                replies=[message_row(r) for r in t.replies],
-                last_activity=t.last_activity,
-            )
-            for t in found
-        ],
-    )
+    found = services.threads(services.ledger, principal, customer_id)
+    return ThreadsOut(customer_id=customer_id, threads=found)
 
 
 @router.get("/reports/status", response_model=Report, tags=["reports"])
@@ -256,7 +242,7 @@ def report(
     since: datetime | None = None,
 ) -> Report:
     """How many of the company's messages stand in each status, per channel."""
-    return Report(**read_report(services.ledger, principal, since))
+    return Report(**services.status(services.ledger, principal, since))
 
 
 @router.get(

@@ -19,9 +19,18 @@ from adapters.http.errors import (
     install_error_handlers,
 )
 from adapters.http.metrics import Metrics
-from adapters.http.reading import ReportReader, TimelineReader, read_timeline
+from adapters.http.reading import (
+    ReportReader,
+    StatusReader,
+    ThreadReader,
+    TimelineReader,
+    read_report,
+    read_threads,
+    read_timeline,
+)
 from adapters.http.schemas import Health
 from adapters.http.settings import WebSettings
+from adapters.http.unsubscribe import link_path, unsubscribe_router
 from adapters.webhooks import import_router, provider_router
 from adapters.wiring import Settings
 from commands.application import Ledger
@@ -43,16 +52,22 @@ def create_app(
     *,
     timeline: TimelineReader = read_timeline,
     reports: ReportReader | None = None,
+    threads: ThreadReader = read_threads,
+    status: StatusReader = read_report,
     providers: Settings | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    """The HTTP application over `ledger`; `timeline` serves customer timelines.
+    """The HTTP application over `ledger`.
 
+    `timeline`, `threads` and `status` serve customer timelines, threads and
+    the status report; the defaults scan the event store, and
+    `ProjectionReads` (projected.py) has readers of the projections for them.
     Delivery reports are answered by `reports`, which needs the projections;
     without it their route answers 503.
 
     With `providers` (the ledger's settings), the provider webhooks, the
-    inbound-email hook, the open pixel and the .eml import are mounted too.
+    inbound-email hook, the open pixel, the one-click unsubscribe links and the
+    .eml import are mounted too.
     """
     app = FastAPI(
         title="Message ledger",
@@ -62,7 +77,9 @@ def create_app(
         redoc_url=None,
     )
     found_metrics = metrics or Metrics()
-    app.state.services = Services(ledger, settings, found_metrics, timeline, reports)
+    app.state.services = Services(
+        ledger, settings, found_metrics, timeline, reports, threads, status
+    )
     install_error_handlers(app, pages.error_page)
     app.include_router(operations_router(ledger, found_metrics))
     app.include_router(api.router)
@@ -79,7 +96,11 @@ def create_app(
 
 
 def mount_providers(app: FastAPI, ledger: Ledger, settings: Settings) -> None:
-    """The webhooks providers call, and the import of .eml files by API users."""
+    """The routes the providers and mail recipients call, and the .eml import.
+
+    That is the provider webhooks, the one-click unsubscribe links of marketing
+    email, and the import of .eml files by API users.
+    """
     secret = settings.reply_secret.encode() if settings.reply_secret else None
     hooks = provider_router(
         ledger, reply_secret=secret, twilio_auth_token=settings.sms_auth_token
@@ -93,6 +114,10 @@ def mount_providers(app: FastAPI, ledger: Ledger, settings: Settings) -> None:
             404: {"model": ErrorBody},
             422: {"model": ErrorBody},
         },
+    )
+    app.include_router(
+        unsubscribe_router(ledger, secret, link_path(settings.unsubscribe_url)),
+        responses={422: {"model": ErrorBody}},
     )
     app.include_router(
         import_router(ledger, current_principal, secret),

@@ -16,7 +16,14 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from adapters.http.errors import CrossSiteRequest, NotSignedIn, UnknownCompany
 from adapters.http.metrics import Metrics
-from adapters.http.reading import ReportReader, TimelineReader
+from adapters.http.reading import (
+    ReportReader,
+    StatusReader,
+    ThreadReader,
+    TimelineReader,
+    read_report,
+    read_threads,
+)
 from adapters.http.sessions import COOKIE_NAME, session_user
 from adapters.http.settings import WebSettings
 from commands.application import Ledger
@@ -42,6 +49,8 @@ class Services:
     metrics: Metrics
     timeline: TimelineReader
     reports: ReportReader | None = None
+    threads: ThreadReader = read_threads
+    status: StatusReader = read_report
 
 
 def services(request: Request) -> Services:

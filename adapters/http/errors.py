@@ -88,6 +88,14 @@ class CrossSiteRequest(Exception):
     """Raised when a session-authenticated write lacks the same-site header."""
 
 
+class FormRefused(Exception):
+    """Raised when a page's form is posted without this browser's CSRF token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 503)
 }
@@ -165,6 +173,13 @@ def install_error_handlers(app: FastAPI, render_page: PageRenderer) -> None:
             "with every change; reload the page and try again.",
         )
 
+    async def on_form_refused(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, FormRefused):
+            raise exc
+        if is_page(request):
+            return render_page(request, 403, exc.message)
+        return error_response(403, "csrf", exc.message)
+
     async def on_http_error(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, HTTPException):
             raise exc
@@ -174,6 +189,7 @@ def install_error_handlers(app: FastAPI, render_page: PageRenderer) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(NotSignedIn, on_not_signed_in)
     app.add_exception_handler(CrossSiteRequest, on_cross_site)
+    app.add_exception_handler(FormRefused, on_form_refused)
     app.add_exception_handler(HTTPException, on_http_error)
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from adapters.http import csrf
 from adapters.http.auth import (
     CompanyPrincipal,
     Services,
@@ -66,15 +67,47 @@ def home(principal: Annotated[Principal, Depends(current_principal)]) -> Respons
     return RedirectResponse(f"/{principal.tenant_id}/customers", status_code=303)
 
 
+def render(
+    request: Request,
+    services: Services,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+) -> Response:
+    """A page whose forms carry this browser's CSRF token.
+
+    A browser without a pre-session is given one with the page.
+    """
+    settings = services.settings
+    presession = csrf.presession_of(request, settings)
+    fresh = presession is None
+    presession = presession or csrf.new_presession()
+    context = {**context, "csrf_token": csrf.form_token(settings, presession)}
+    response = templates.TemplateResponse(
+        request, name, context, status_code=status_code
+    )
+    if fresh:
+        csrf.keep_presession(response, settings, presession)
+    return response
+
+
+FormChecked = Depends(csrf.check_form_token)
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str | None = None) -> Response:
+def login_form(
+    request: Request, services: ServicesDep, next: str | None = None
+) -> Response:
     """The sign-in form."""
-    return templates.TemplateResponse(
-        request, "login.html", {"next": safe_next(next) or "", "error": None}
+    return render(
+        request,
+        services,
+        "login.html",
+        {"next": safe_next(next) or "", "error": None},
     )
 
 
-@router.post("/login", response_class=HTMLResponse)
+@router.post("/login", response_class=HTMLResponse, dependencies=[FormChecked])
 def login(
     request: Request,
     services: ServicesDep,
@@ -86,8 +119,9 @@ def login(
     user = sign_in(services.ledger, login.strip(), password)
     if user is None:
         logger.info("sign-in refused")
-        return templates.TemplateResponse(
+        return render(
             request,
+            services,
             "login.html",
             {
                 "next": safe_next(next) or "",
@@ -99,6 +133,7 @@ def login(
     logger.info("user %s signed in", user.login)
     target = safe_next(next) or f"/{user.tenant_id}/customers"
     response = RedirectResponse(target, status_code=303)
+    csrf.keep_presession(response, services.settings, csrf.new_presession())
     response.set_cookie(
         COOKIE_NAME,
         session_value(
@@ -112,7 +147,7 @@ def login(
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[FormChecked])
 def logout() -> Response:
     """End the session by deleting its cookie."""
     response = RedirectResponse("/login", status_code=303)
@@ -126,8 +161,9 @@ def customers_page(
 ) -> Response:
     """The company's customers, each linking to their Messages tab."""
     found = company_customers(services.ledger, principal)
-    return templates.TemplateResponse(
+    return render(
         request,
+        services,
         "customers.html",
         {"principal": principal, "company": principal.tenant_id, "customers": found},
     )
@@ -188,7 +224,7 @@ def messages_page(
         if can_send
         else None,
     }
-    return templates.TemplateResponse(request, "messages.html", context)
+    return render(request, services, "messages.html", context)
 
 
 def opened_message(

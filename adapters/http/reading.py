@@ -1,8 +1,10 @@
 """What the API and the page read: a customer's timeline, threads, reports, templates.
 
 These read through commands/history.py, which scans the event store. The
-timeline is one function of type `TimelineReader`, held by the application, so
-serving it from a projection means passing another function to create_app.
+timeline, the threads and the status report are each one function
+(`TimelineReader`, `ThreadReader`, `StatusReader`) held by the application, so
+serving them from the projections means passing other functions to create_app
+(see projected.py); the scans here stay the readers of an app without views.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import base64
 import binascii
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from adapters.http.schemas import MessageRow, message_row
+from adapters.http.schemas import MessageRow, ThreadOut, message_row
 from commands.access import require
 from commands.application import Ledger
 from commands.history import creation_events, customer_messages
@@ -57,19 +59,16 @@ TimelineReader = Callable[[Ledger, Principal, str, TimelineQuery], TimelinePage]
 ReportReader = Callable[
     [Ledger, Principal, str, datetime | None, datetime | None], list[dict[str, Any]]
 ]
+ThreadReader = Callable[[Ledger, Principal, str], list[ThreadOut]]
+StatusReader = Callable[[Ledger, Principal, datetime | None], dict[str, Any]]
 
 
-@dataclass
-class Thread:
-    """A message and the customer's replies to it, oldest reply first."""
+@dataclass(frozen=True)
+class ThreadMember:
+    """A message as threading sees it: its row, and the message it answers."""
 
-    root: Message
-    replies: list[Message] = field(default_factory=list)
-
-    @property
-    def last_activity(self) -> datetime:
-        """When the thread last moved: its message or its latest reply."""
-        return max([self.root.occurred_at, *(r.occurred_at for r in self.replies)])
+    row: MessageRow
+    answers: str | None
 
 
 def read_timeline(
@@ -142,18 +141,46 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 def read_threads(
     ledger: Ledger, principal: Principal, customer_id: str
-) -> list[Thread]:
-    """The customer's conversations: each message with the replies it received."""
+) -> list[ThreadOut]:
+    """A ThreadReader: the customer's conversations, by a scan of the event store."""
     found = customer_messages(ledger, principal, customer_id)
-    by_id = {str(m.id): Thread(m) for m in found if not m.in_reply_to}
-    for message in found:
-        if message.in_reply_to and message.in_reply_to in by_id:
-            by_id[message.in_reply_to].replies.append(message)
-        elif message.in_reply_to:
-            by_id[str(message.id)] = Thread(message)
-    for thread in by_id.values():
-        thread.replies.sort(key=lambda m: m.occurred_at)
-    return sorted(by_id.values(), key=lambda t: t.last_activity, reverse=True)
+    return thread_rows([ThreadMember(message_row(m), m.in_reply_to) for m in found])
+
+
+def thread_rows(members: Iterable[ThreadMember]) -> list[ThreadOut]:
+    """Each message with the replies it received, most recently active first.
+
+    A message that answers none starts a thread. A reply joins the thread of
+    the message it answers when that message is among `members`, and otherwise
+    starts a thread of its own. Ties are broken by id, so every reader gives
+    the same order.
+    """
+    members = list(members)
+    replies: dict[str, list[MessageRow]] = {
+        m.row.message_id: [] for m in members if not m.answers
+    }
+    roots = {m.row.message_id: m.row for m in members if not m.answers}
+    for member in members:
+        if member.answers and member.answers in roots:
+            replies[member.answers].append(member.row)
+        elif member.answers:
+            roots[member.row.message_id] = member.row
+            replies[member.row.message_id] = []
+    threads = []
+    for message_id, root in roots.items():
+        answered = sorted(replies[message_id], key=row_order)
+        last = max([root, *answered], key=row_order)
+        threads.append(
+            ThreadOut(root=root, replies=answered, last_activity=last.occurred_at)
+        )
+    return sorted(
+        threads, key=lambda t: (t.last_activity, *row_order(t.root)), reverse=True
+    )
+
+
+def row_order(row: MessageRow) -> tuple[datetime, str]:
+    """Oldest first: time, then id to break ties."""
+    return row.occurred_at, row.message_id
 
 
 def company_messages(ledger: Ledger, principal: Principal) -> Iterator[Message]:
@@ -168,13 +195,21 @@ def company_messages(ledger: Ledger, principal: Principal) -> Iterator[Message]:
 def read_report(
     ledger: Ledger, principal: Principal, since: datetime | None
 ) -> dict[str, Any]:
-    """How many of the company's messages stand in each status, per channel."""
+    """A StatusReader: the company's messages by status, by a scan of the log."""
     require(principal, Permission.VIEW)
+    since = as_utc(since)
     counts: Counter[tuple[str, str]] = Counter()
     for message in company_messages(ledger, principal):
         if since is None or message.occurred_at >= since:
             counts[(message.channel, message.status.value)] += 1
     return summarise(counts.items())
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone read as UTC, so that it compares with the log's."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def summarise(counts: Iterable[tuple[tuple[str, str], int]]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +19,19 @@ from commands.models import RegisterCompany
 from ledger.values import Permission, Principal
 
 PASSWORD = "correct horse battery"
+TOKEN_FIELD = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+
+
+def form_token(page: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = TOKEN_FIELD.search(page)
+    assert found is not None, "the page has no form with a CSRF token"
+    return found[1]
+
+
+def sign_in_form(client: httpx.Client) -> str:
+    """Open the sign-in form as a browser does; returns its CSRF token."""
+    return form_token(client.get("/login").text)
 
 
 @pytest.fixture
@@ -93,13 +108,16 @@ def viewer_login(ledger: Ledger, staff: Principal, ada: str) -> str:
 
 @pytest.fixture
 def projected_web(ledger: Ledger, ledger_url: str) -> Iterator[TestClient]:
-    """A client of the app that reads timelines and reports from the projections."""
+    """A client of the app that reads timelines, threads and reports from the
+    projections."""
     reads = ProjectionReads(store_environment(ledger_url))
     app = create_app(
         ledger,
         WebSettings(session_secret=b"s" * 64),
         timeline=reads.timeline,
         reports=reads.delivery_report,
+        threads=reads.threads,
+        status=reads.status_report,
     )
     with TestClient(app, follow_redirects=False) as client:
         yield client

@@ -88,6 +88,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]
         WebSettings(session_secret=b"z" * 64),
         timeline=reads.timeline,
         reports=reads.delivery_report,
+        threads=reads.threads,
+        status=reads.status_report,
         providers=Settings.from_env({}),
     )
     yield app, token.text

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 from commands.application import Ledger
 from commands.delivery import record_delivery_event
 from commands.identity import AddUser, IssueToken, add_user, issue_token, revoke_token
-from commands.models import RecordDeliveryEvent
+from commands.inbound import record_inbound
+from commands.models import RecordDeliveryEvent, RecordInbound
+from commands.resend import resend_message
 from ledger.access import parse_token
 from ledger.errors import NotFound
 from ledger.values import Permission, Principal
@@ -398,3 +400,87 @@ def test_delivery_reports_come_from_the_reporting_projection(
     assert unknown.status_code == 422
     assert unknown.json()["error"]["field"] == "report"
     assert without_projections.status_code == 503
+
+
+def reply_from_ada(ledger: Ledger, staff: Principal, to: str | None, body: str) -> str:
+    return str(
+        record_inbound(
+            ledger,
+            staff,
+            RecordInbound(
+                customer_id="c-ada",
+                channel="email",
+                sender="ada.fernsby@example.com",
+                subject="Re: Your visit",
+                body=body,
+                in_reply_to=to,
+            ),
+        )
+    )
+
+
+def test_threads_and_the_status_report_read_the_same_from_projections_and_scan(
+    projected_web, web, ledger, staff, staff_auth
+):
+    visit = web.post(f"{API}/messages", json=EMAIL, headers=staff_auth).json()
+    fail_delivery(ledger, staff, visit["message_id"])
+    resent = str(resend_message(ledger, staff, visit["message_id"]).message_id)
+    first = reply_from_ada(ledger, staff, visit["message_id"], "Monday works.")
+    second = reply_from_ada(ledger, staff, visit["message_id"], "Can I bring my son?")
+    to_resend = reply_from_ada(ledger, staff, resent, "Got it twice!")
+    unthreaded = reply_from_ada(ledger, staff, None, "Are you open on Saturdays?")
+    sms = {"customer_id": "c-ada", "channel": "sms", "body": "See you Monday."}
+    web.post(f"{API}/messages", json=sms, headers=staff_auth)
+
+    scanned = web.get(f"{API}/customers/c-ada/threads", headers=staff_auth).json()
+    projected = projected_web.get(
+        f"{API}/customers/c-ada/threads", headers=staff_auth
+    ).json()
+    scanned_report = web.get(f"{API}/reports/status", headers=staff_auth).json()
+    projected_report = projected_web.get(
+        f"{API}/reports/status", headers=staff_auth
+    ).json()
+
+    assert projected == scanned
+    shapes = {
+        t["root"]["message_id"]: [r["message_id"] for r in t["replies"]]
+        for t in projected["threads"]
+    }
+    assert shapes[visit["message_id"]] == [first, second]
+    assert shapes[resent] == [to_resend]
+    assert shapes[unthreaded] == []
+    assert len(shapes) == 4
+    assert projected["threads"][0]["root"]["channel"] == "sms"
+    assert projected_report == scanned_report
+    assert projected_report == {
+        "total": 7,
+        "by_status": {"failed": 1, "queued": 2, "received": 4},
+        "by_channel": {
+            "email": {"failed": 1, "queued": 1, "received": 4},
+            "sms": {"queued": 1},
+        },
+    }
+
+
+def test_the_projected_status_report_counts_from_since_and_checks_access(
+    projected_web, ledger, staff, staff_auth, outsider_auth
+):
+    projected_web.post(f"{API}/messages", json=EMAIL, headers=staff_auth)
+
+    future = projected_web.get(
+        f"{API}/reports/status",
+        params={"since": "2999-01-01T00:00:00"},
+        headers=staff_auth,
+    )
+    past = projected_web.get(
+        f"{API}/reports/status",
+        params={"since": "2000-01-01T00:00:00+02:00"},
+        headers=staff_auth,
+    )
+    outsider = projected_web.get(f"{API}/reports/status", headers=outsider_auth)
+    missing = projected_web.get(f"{API}/customers/c-nobody/threads", headers=staff_auth)
+
+    assert future.json() == {"total": 0, "by_status": {}, "by_channel": {}}
+    assert past.json()["total"] == 1
+    assert outsider.status_code == 404
+    assert missing.status_code == 404

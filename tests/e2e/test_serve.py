@@ -23,6 +23,7 @@ from commands.identity import IssueToken, issue_token
 from commands.models import RegisterCompany, UpsertCustomer
 from ledger.message import Message
 from ledger.values import Permission, Principal
+from tests.e2e.conftest import sign_in_form
 
 LEDGER = Path(sys.executable).with_name("ledger")
 STARTUP_SECONDS = 90
@@ -95,6 +96,7 @@ def test_serve_opens_the_demo_messages_tab_after_sign_in(served):
                 "login": "maria",
                 "password": DEMO_PASSWORD,
                 "next": "/demo/customers/c-1001/customer-messages",
+                "csrf_token": sign_in_form(client),
             },
             follow_redirects=True,
         )
@@ -133,9 +135,10 @@ def test_a_token_issued_on_the_command_line_opens_the_api(served):
         home, "tokens", "issue", "billing", "--permission", "messages:view"
     )
     token = issued.stdout.strip()
-    allowed = httpx.get(
-        f"{url}/api/demo/templates", headers={"Authorization": f"Bearer {token}"}
-    )
+    auth = {"Authorization": f"Bearer {token}"}
+    allowed = httpx.get(f"{url}/api/demo/templates", headers=auth)
+    threads = httpx.get(f"{url}/api/demo/customers/c-1001/threads", headers=auth)
+    report = httpx.get(f"{url}/api/demo/reports/status", headers=auth)
     refused = httpx.post(
         f"{url}/api/demo/sms/segments",
         json={"body": "hi"},
@@ -145,6 +148,8 @@ def test_a_token_issued_on_the_command_line_opens_the_api(served):
     assert issued.returncode == 0, issued.stderr
     assert allowed.status_code == 200
     assert len(allowed.json()) == 3
+    assert threads.status_code == 200 and threads.json()["threads"]
+    assert report.status_code == 200 and report.json()["total"] > 0
     assert refused.status_code == 401
 
 
@@ -152,9 +157,15 @@ def test_a_user_added_on_the_command_line_can_sign_in(served):
     url, home = served
 
     added = ledger_cli(home, "users", "add", "nadia", "--name", "Nadia Rahman")
-    signed_in = httpx.post(
-        f"{url}/login", data={"login": "nadia", "password": "nadia's long password"}
-    )
+    with httpx.Client(base_url=url) as client:
+        signed_in = client.post(
+            "/login",
+            data={
+                "login": "nadia",
+                "password": "nadia's long password",
+                "csrf_token": sign_in_form(client),
+            },
+        )
 
     assert added.returncode == 0, added.stderr
     assert "nadia of demo can sign in" in added.stdout
