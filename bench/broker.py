@@ -1,22 +1,26 @@
 """Broker intake benchmark: SendMessage commands consumed, recorded and acked.
 
-Publishes the same workload to JetStream twice and drains it with two
-consumers, side by side in one run:
+Publishes the same workload to JetStream once per consumer and drains it,
+side by side in one run:
 
 - naive: a faststream push consumer that saves each command in its own
   transaction (one `asyncio.to_thread(send_message)` per delivery);
 - worker: the ledger's broker worker (adapters.broker) with its default
   batched pull consumer; deliveries share transactions through the
   GroupCommitter;
-- push: the same worker with its faststream push consumer.
+- push: the same worker with its faststream push consumer;
+- N procs: N `ledger worker broker --no-status` processes bound to the same
+  durable consumer, as a deployment scales the intake out (`--processes`).
 
-The clock runs from the consumer's start until every delivery is acked. The
+The clock runs from the consumer's first delivery until every delivery is
+acked (a worker process's start-up is not counted). The
 workload repeats some commands on purpose (the same Nats-Msg-Id, and the same
 idempotency key under a new Nats-Msg-Id); afterwards the ledger must hold
 exactly one Queued event per distinct command, or the run fails.
 
     .venv/bin/python bench/broker.py                 # PostgreSQL, 20,000 commands
     .venv/bin/python bench/broker.py --commands 5000 --store sqlite
+    .venv/bin/python bench/broker.py --commands 10000 --processes 1   # no procs run
 
 Each run uses a PostgreSQL schema (or SQLite file) and streams of its own and
 removes them.
@@ -30,6 +34,8 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -161,6 +167,23 @@ async def publish_all(settings: BrokerSettings, items: list[Any]) -> int:
     return info.state.messages
 
 
+async def first_delivery(settings: BrokerSettings, consumer: str) -> float:
+    """The moment the consumer is first seen to have delivered something."""
+    client = await nats.connect(NATS_URL)
+    jetstream = client.jetstream()
+    try:
+        while True:
+            try:
+                info = await jetstream.consumer_info(settings.intake_stream, consumer)
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info and info.delivered.stream_seq > 0:
+                return time.perf_counter()
+            await asyncio.sleep(0.005)
+    finally:
+        await client.close()
+
+
 async def drained(settings: BrokerSettings, consumer: str) -> None:
     """Return once the consumer has every delivery acked."""
     client = await nats.connect(NATS_URL)
@@ -190,7 +213,7 @@ async def delete_streams(settings: BrokerSettings) -> None:
 
 
 async def naive_consumer(
-    ledger: Ledger, settings: BrokerSettings
+    ledger: Ledger, settings: BrokerSettings, url: str
 ) -> Callable[[], Awaitable[None]]:
     """One transaction per delivery; returns the function that stops it."""
     broker = NatsBroker(NATS_URL, logger=None)
@@ -214,7 +237,7 @@ async def naive_consumer(
 
 
 async def worker_consumer(
-    ledger: Ledger, settings: BrokerSettings
+    ledger: Ledger, settings: BrokerSettings, url: str
 ) -> Callable[[], Awaitable[None]]:
     worker = BrokerWorker(ledger, settings, publish_status=False)
     await worker.start()
@@ -222,7 +245,7 @@ async def worker_consumer(
 
 
 async def push_worker_consumer(
-    ledger: Ledger, settings: BrokerSettings
+    ledger: Ledger, settings: BrokerSettings, url: str
 ) -> Callable[[], Awaitable[None]]:
     push = dataclasses.replace(settings, consumer="push")
     worker = BrokerWorker(ledger, push, publish_status=False)
@@ -230,12 +253,43 @@ async def push_worker_consumer(
     return worker.stop
 
 
+def worker_processes(
+    count: int,
+) -> Callable[[Ledger, BrokerSettings, str], Awaitable[Callable[[], Awaitable[None]]]]:
+    """`count` `ledger worker broker` processes sharing the intake consumer."""
+
+    async def start(
+        ledger: Ledger, settings: BrokerSettings, url: str
+    ) -> Callable[[], Awaitable[None]]:
+        env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": url,
+            "LEDGER_NATS_URL": NATS_URL,
+            "LEDGER_BROKER_ROOT": settings.root,
+            "LEDGER_BROKER_STREAM": settings.stream_prefix,
+        }
+        command = [str(Path(sys.executable).parent / "ledger"), "worker", "broker"]
+        workers = [
+            subprocess.Popen([*command, "--no-status"], env=env) for _ in range(count)
+        ]
+
+        async def stop() -> None:
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                await asyncio.to_thread(worker.wait, 30)
+
+        return stop
+
+    return start
+
+
 async def measure(
     name: str,
     store_kind: str,
     commands: int,
     start_consumer: Callable[
-        [Ledger, BrokerSettings], Awaitable[Callable[[], Awaitable[None]]]
+        [Ledger, BrokerSettings, str], Awaitable[Callable[[], Awaitable[None]]]
     ],
     suffix: str = "",
 ) -> Run:
@@ -249,9 +303,12 @@ async def measure(
         seed(ledger)
         items = workload(commands)
         deliveries = await publish_all(settings, items)
-        started = time.perf_counter()
-        stop = await start_consumer(ledger, settings)
-        await drained(settings, f"{settings.stream_prefix}_send{suffix}")
+        stop = await start_consumer(ledger, settings, store.url)
+        consumer = f"{settings.stream_prefix}_send{suffix}"
+        # The clock starts at the first delivery, so a worker process's
+        # start-up (imports, connections) is not counted against it.
+        started = await first_delivery(settings, consumer)
+        await drained(settings, consumer)
         seconds = time.perf_counter() - started
         await stop()
         queued = ledger.recorder.select_notifications(
@@ -268,6 +325,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="also run this many `ledger worker broker` processes side by side",
+    )
     args = parser.parse_args()
 
     runs = [
@@ -275,17 +338,26 @@ async def main() -> None:
         await measure("worker", args.store, args.commands, worker_consumer),
         await measure("push", args.store, args.commands, push_worker_consumer, "_push"),
     ]
+    if args.processes > 1:
+        runs.append(
+            await measure(
+                f"{args.processes} procs",
+                args.store,
+                args.commands,
+                worker_processes(args.processes),
+            )
+        )
 
     print(f"broker intake on {args.store}, {args.commands} distinct SendMessage")
-    print(f"{'consumer':<8} {'delivered':>9} {'queued':>7} {'seconds':>8} {'cmd/s':>8}")
+    print(f"{'consumer':<9} {'delivered':>9} {'queued':>7} {'seconds':>8} {'cmd/s':>8}")
     for run in runs:
         print(
-            f"{run.consumer:<8} {run.deliveries:>9} {run.queued:>7} "
+            f"{run.consumer:<9} {run.deliveries:>9} {run.queued:>7} "
             f"{run.seconds:>8.2f} {run.per_second:>8.0f}"
         )
-    naive, worker, push = runs
-    print(f"worker / naive: {worker.per_second / naive.per_second:.1f}x")
-    print(f"push worker / naive: {push.per_second / naive.per_second:.1f}x")
+    naive = runs[0]
+    for run in runs[1:]:
+        print(f"{run.consumer} / naive: {run.per_second / naive.per_second:.1f}x")
     for run in runs:
         if run.queued != run.distinct:
             raise SystemExit(

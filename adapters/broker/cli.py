@@ -137,6 +137,19 @@ def broker_command(
     max_deliveries: Annotated[
         int, typer.Option(min=1, max=100, help="Tries before dead-lettering.")
     ] = BrokerSettings.max_deliveries,
+    pullers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=32, help="Batches fetched and in flight at once, per consumer."
+        ),
+    ] = BrokerSettings.pullers,
+    status: Annotated[
+        bool,
+        typer.Option(
+            help="Publish status changes. When several workers share the intake, "
+            "let one of them publish (--no-status on the others)."
+        ),
+    ] = True,
 ) -> None:
     """Take commands and trigger events from NATS; publish status changes."""
 
@@ -148,7 +161,8 @@ def broker_command(
             consumer=consumer_kind(consumer),
             batch_size=batch_size,
             max_deliveries=max_deliveries,
+            pullers=pullers,
         )
-        asyncio.run(serve(ledger, settings))
+        asyncio.run(serve(ledger, settings, publish_status=status))
 
     on_ledger(run)

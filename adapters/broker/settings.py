@@ -38,6 +38,7 @@ class BrokerSettings:
     stream_prefix: str = "LEDGER"
     consumer: Literal["pull", "push"] = "pull"
     batch_size: int = 256
+    pullers: int = 3
     pull_wait: float = 0.5
     duplicate_window: float = 120.0
     max_deliveries: int = 5
@@ -54,9 +55,9 @@ class BrokerSettings:
                     f"The broker {name} '{value}' must be letters, digits, '-' or "
                     "'_' (it becomes part of NATS subjects and stream names)."
                 )
-        if self.max_deliveries < 1 or self.batch_size < 1:
+        if self.max_deliveries < 1 or self.batch_size < 1 or self.pullers < 1:
             raise BadBrokerSetting(
-                "max_deliveries and batch_size must be 1 or more; raise them."
+                "max_deliveries, batch_size and pullers must be 1 or more; raise them."
             )
         consumer_kind(self.consumer)
 
@@ -69,6 +70,7 @@ class BrokerSettings:
             stream_prefix=env.get("LEDGER_BROKER_STREAM", cls.stream_prefix),
             consumer=consumer_kind(env.get("LEDGER_BROKER_CONSUMER", "pull")),
             batch_size=whole(env, "LEDGER_BROKER_BATCH", cls.batch_size),
+            pullers=whole(env, "LEDGER_BROKER_PULLERS", cls.pullers),
             max_deliveries=whole(
                 env, "LEDGER_BROKER_MAX_DELIVERIES", cls.max_deliveries
             ),

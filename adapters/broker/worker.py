@@ -20,7 +20,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable
-from typing import Annotated
+from concurrent.futures import Future, wait
+from typing import Annotated, Any
 
 import nats
 from faststream import Context, FastStream
@@ -83,38 +84,70 @@ class Intake:
 
     async def take(self, message: Msg) -> None:
         """Record one delivery's command, then ack, delay or dead-letter it."""
-        delivery = delivery_of(message)
-        verdict = await self.carry_out(delivery)
-        await self.settle(message, delivery, verdict)
-        logger.debug(
-            "%s on %s: %s", delivery.command_id, delivery.subject, verdict.fate
+        await self.take_batch([message])
+
+    async def take_batch(self, messages: list[Msg]) -> None:
+        """Record a fetched batch's commands together, then settle each delivery.
+
+        Every command of the batch is handed to the committer at once and
+        their outcomes are awaited together: one hand-over from the
+        committer's thread per batch rather than one per delivery.
+        """
+        deliveries = [delivery_of(message) for message in messages]
+        outcomes = await self.carry_out(deliveries)
+        await asyncio.gather(
+            *(
+                self.settle(message, delivery, verdict_of(outcome))
+                for message, delivery, outcome in zip(
+                    messages, deliveries, outcomes, strict=True
+                )
+            )
         )
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            logger.debug(
+                "%s on %s: %s",
+                delivery.command_id,
+                delivery.subject,
+                verdict_of(outcome).fate,
+            )
 
-    async def carry_out(self, delivery: Delivery) -> Verdict:
-        """Run the delivery's command; its outcome or fault becomes the verdict."""
-        try:
-            work = read_delivery(self.settings, delivery)
-            outcome: object = await self.run(work)
-        except Exception as exc:
-            outcome = exc
-            if not isinstance(exc, LedgerError):
-                logger.exception("command on %s failed", delivery.subject)
-        return verdict_of(outcome)
+    async def carry_out(self, deliveries: list[Delivery]) -> list[object]:
+        """Run each delivery's command; returns what each returned or raised."""
+        started: list[Future[Any] | Awaitable[Any] | Exception] = []
+        for delivery in deliveries:
+            try:
+                started.append(self.start(read_delivery(self.settings, delivery)))
+            except Exception as exc:
+                started.append(exc)
+        committing = [item for item in started if isinstance(item, Future)]
+        if committing:
+            await asyncio.to_thread(wait_for_all, committing)
+        outcomes: list[object] = []
+        for delivery, item in zip(deliveries, started, strict=True):
+            outcome: object
+            if isinstance(item, Future):
+                outcome = item.exception() or item.result()
+            elif isinstance(item, Exception):
+                outcome = item
+            else:
+                try:
+                    outcome = await item
+                except Exception as exc:
+                    outcome = exc
+            if isinstance(outcome, Exception) and not isinstance(outcome, LedgerError):
+                logger.error("command on %s failed", delivery.subject, exc_info=outcome)
+            outcomes.append(outcome)
+        return outcomes
 
-    def run(self, work: Work) -> Awaitable[object]:
+    def start(self, work: Work) -> Future[Any] | Awaitable[Any]:
+        """Hand a command to the committer (or, for a retry, to a thread)."""
         command = work.command
         if isinstance(command, SendMessage):
-            return asyncio.wrap_future(
-                self.committer.queue_send(work.principal, command)
-            )
+            return self.committer.queue_send(work.principal, command)
         if isinstance(command, TriggerEvent):
-            return asyncio.wrap_future(
-                self.committer.enqueue(
-                    lambda: decide_automated_message(
-                        self.ledger, work.principal, command
-                    ),
-                    automated_message_reads(work.principal, command),
-                )
+            return self.committer.enqueue(
+                lambda: decide_automated_message(self.ledger, work.principal, command),
+                automated_message_reads(work.principal, command),
             )
         # Retries are rare and touch one message each: they commit on their own.
         retry: RetryMessage = command
@@ -191,6 +224,10 @@ class Intake:
             stream=self.settings.outbox_stream,
             headers={MESSAGE_ID_HEADER: message_id, **headers},
         )
+
+
+def wait_for_all(futures: list[Future[Any]]) -> None:
+    wait(futures)
 
 
 def delivery_of(message: Msg) -> Delivery:
@@ -381,16 +418,23 @@ class BrokerWorker:
             await self.broker.start()
         else:
             for kind, suffix in INTAKE_KINDS:
-                subscription = await jetstream.pull_subscribe(
-                    self.settings.subject("*", suffix),
-                    durable=f"{self.settings.stream_prefix}_{kind}",
-                    stream=self.settings.intake_stream,
-                    config=ConsumerConfig(
-                        ack_wait=self.settings.ack_wait,
-                        max_ack_pending=self.settings.batch_size * 4,
-                    ),
-                )
-                self.tasks.append(asyncio.create_task(self.pull(intake, subscription)))
+                # Several pullers bound to one durable consumer: while one
+                # batch waits for its transaction, the next is fetched and
+                # decided, so the database and the decisions overlap.
+                for _ in range(self.settings.pullers):
+                    subscription = await jetstream.pull_subscribe(
+                        self.settings.subject("*", suffix),
+                        durable=f"{self.settings.stream_prefix}_{kind}",
+                        stream=self.settings.intake_stream,
+                        config=ConsumerConfig(
+                            ack_wait=self.settings.ack_wait,
+                            max_ack_pending=self.settings.batch_size
+                            * (self.settings.pullers + 1),
+                        ),
+                    )
+                    self.tasks.append(
+                        asyncio.create_task(self.pull(intake, subscription))
+                    )
         if self.publish_status:
             publisher = StatusPublisher(self.ledger, self.settings, jetstream)
             self.tasks.append(asyncio.create_task(publisher.run(self.stopping)))
@@ -423,7 +467,7 @@ class BrokerWorker:
                 logger.warning("fetching deliveries failed: %s", exc)
                 await wait_or_stop(self.stopping, self.settings.retry_delays[0])
                 continue
-            await asyncio.gather(*(intake.take(message) for message in messages))
+            await intake.take_batch(messages)
 
     async def stop(self) -> None:
         """Finish the batches in hand, stop publishing, and let go of the ledger."""
@@ -444,12 +488,14 @@ class BrokerWorker:
         await self.stop()
 
 
-async def serve(ledger: Ledger, settings: BrokerSettings) -> None:
+async def serve(
+    ledger: Ledger, settings: BrokerSettings, *, publish_status: bool = True
+) -> None:
     """Run the worker until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    async with BrokerWorker(ledger, settings):
+    async with BrokerWorker(ledger, settings, publish_status=publish_status):
         await stop.wait()
     logger.info("broker worker stopped")

@@ -533,3 +533,32 @@ def test_commands_published_while_the_worker_is_down_are_taken_when_it_returns(
     message = run_with_worker(ledger, broker_settings, second_run, publish_status=False)
 
     assert message.status == Status.QUEUED
+
+
+def test_two_workers_sharing_the_intake_record_each_command_once(
+    ledger: Ledger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    settings = dataclasses.replace(broker_settings, batch_size=16, pullers=2)
+    commands = 120
+
+    async def scenario(harness: Harness) -> None:
+        async with BrokerWorker(ledger, settings, publish_status=False):
+            await asyncio.gather(
+                *(
+                    harness.publish(
+                        "brightside",
+                        "commands.send",
+                        {**SEND, "body": f"Booking {number}."},
+                        f"shared-{number}",
+                    )
+                    for number in range(commands)
+                )
+            )
+            await eventually(lambda: harness.consumer_settled("send"), "the acks")
+
+    run_with_worker(ledger, settings, scenario, publish_status=False)
+
+    queued = ledger.recorder.select_notifications(
+        None, 1000, topics=["ledger.message:Message.Queued"]
+    )
+    assert len(queued) == commands
