@@ -14,6 +14,7 @@ would (a non-string dict key, say), is written by the library's own encoder.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,13 +22,15 @@ import orjson
 from eventsourcing.persistence import JSONTranscoder
 
 ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
+# Types that can hold no UUID, checked first because nearly every value is one.
+PLAIN = frozenset({str, int, float, bool, type(None), datetime})
 
 
 class LedgerTranscoder(JSONTranscoder):
     """`JSONTranscoder` whose encoding is done by orjson where that is exact."""
 
     def encode(self, obj: Any) -> bytes:
-        if holds_uuid(obj):
+        if not isinstance(obj, dict) or holds_uuid(obj):
             return super().encode(obj)
         try:
             return orjson.dumps(obj, default=self._encode_obj, option=ORJSON_OPTIONS)
@@ -59,14 +62,17 @@ class LedgerTranscoder(JSONTranscoder):
         return value
 
 
-def holds_uuid(value: Any) -> bool:
-    """Whether a UUID sits anywhere in this JSON-like value."""
-    if isinstance(value, str):
-        return False
-    if isinstance(value, UUID):
-        return True
-    if isinstance(value, dict):
-        return any(holds_uuid(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(holds_uuid(item) for item in value)
+def holds_uuid(state: dict[str, Any]) -> bool:
+    """Whether a UUID sits anywhere in this JSON-like state."""
+    pending: list[Any] = [state]
+    while pending:
+        container = pending.pop()
+        items = container.values() if isinstance(container, dict) else container
+        for item in items:
+            if type(item) in PLAIN:
+                continue
+            if isinstance(item, UUID):
+                return True
+            if isinstance(item, dict | list | tuple):
+                pending.append(item)
     return False
