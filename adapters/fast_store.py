@@ -2,8 +2,9 @@
 
 `ArrayInsertRecorder` (PostgreSQL) and `ManyReadSQLiteRecorder` (SQLite) are the
 library's recorders plus one method, `select_events_of`, which reads the
-events of many aggregates in one query; the grouped committer decides a whole
-group of commands on what that one query returns.
+events of many aggregates in one query (only those after versions the caller
+already holds, if it says which); the grouped committer decides a whole group
+of commands on what that one query returns.
 
 The library's recorder sends a batch as one array of a composite type, which
 psycopg renders to text field by field in Python; at a few hundred events per
@@ -25,7 +26,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 
@@ -36,16 +37,29 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        names = {
+            "schema": Identifier(self.datastore.schema),
+            "table": Identifier(self.events_table_name),
+        }
         self.array_insert_statement = SQL(
             "INSERT INTO {schema}.{table} "
             "(originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest("
             "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-        )
+        ).format(**names)
+        self.select_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version"
+        ).format(**names)
+        self.select_after_statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS known(id, version) "
+            "JOIN {schema}.{table} AS e ON e.originator_id = known.id "
+            "AND e.originator_version > known.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(**names)
 
     def _insert_stored_events(
         self,
@@ -65,33 +79,54 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             ],
         )
 
-    def select_events_of(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, in one autocommit statement."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE originator_id = ANY(%s) "
-            "ORDER BY originator_id, originator_version"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-        )
+    def select_events_of(
+        self, aggregate_ids: Sequence[UUID], after: Sequence[int] | None = None
+    ) -> list[StoredEvent]:
+        """The events of the given aggregates, in one autocommit statement.
+
+        With `after`, each aggregate's events up to that version are left out
+        on the server, so events a caller holds already are not sent again.
+        """
+        statement = self.select_after_statement if after else self.select_statement
+        params: list[Any] = [list(aggregate_ids)]
+        if after:
+            params.append(list(after))
         # A plain read needs no BEGIN/ROLLBACK round trips.
         with self.datastore.get_connection() as connection:
-            rows = connection.execute(statement, [list(aggregate_ids)], prepare=True)
-            return [StoredEvent(**row) for row in rows.fetchall()]
+            cursor = connection.cursor(row_factory=tuple_row)
+            rows = cursor.execute(statement, params, prepare=True).fetchall()
+        return [
+            StoredEvent(
+                originator_id=originator_id,
+                originator_version=version,
+                topic=topic,
+                state=state,
+            )
+            for originator_id, version, topic, state in rows
+        ]
 
 
 class ManyReadSQLiteRecorder(SQLiteApplicationRecorder):
     """The library's SQLite application recorder, reading many aggregates at once."""
 
-    def select_events_of(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, in one query."""
+    def select_events_of(
+        self, aggregate_ids: Sequence[UUID], after: Sequence[int] | None = None
+    ) -> list[StoredEvent]:
+        """The events of the given aggregates, in one query.
+
+        With `after`, each aggregate's events up to that version are left out
+        (here in Python: the rows are read from a local file anyway).
+        """
         marks = ",".join("?" * len(aggregate_ids))
         statement = (
             "SELECT originator_id, originator_version, topic, state "
             f"FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
             "ORDER BY originator_id, originator_version"
         )
+        known = {
+            aggregate_id.hex: version
+            for aggregate_id, version in zip(aggregate_ids, after or (), strict=False)
+        }
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(statement, [i.hex for i in aggregate_ids])
             return [
@@ -102,4 +137,5 @@ class ManyReadSQLiteRecorder(SQLiteApplicationRecorder):
                     state=row["state"],
                 )
                 for row in cursor.fetchall()
+                if row["originator_version"] > known.get(row["originator_id"], 0)
             ]

@@ -189,8 +189,8 @@ class Ledger(Application[UUID]):
         """The events of many aggregates in one query; missing ones map to [].
 
         `known` maps aggregates to a version the caller has already decoded:
-        their events up to it are left out of the answer (they are still read,
-        which keeps the query simple; only decoding them is spared).
+        their events up to it are left out of the answer (by the database,
+        when the recorder can do that, else before decoding).
         """
         wanted = list(dict.fromkeys(aggregate_ids))
         history: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in wanted}
@@ -200,7 +200,7 @@ class Ledger(Application[UUID]):
                 stored_event
                 for start in range(0, len(wanted), READ_CHUNK)
                 for stored_event in self._select_stored_events(
-                    wanted[start : start + READ_CHUNK]
+                    wanted[start : start + READ_CHUNK], known
                 )
             ]
         except PersistenceError as exc:
@@ -216,10 +216,15 @@ class Ledger(Application[UUID]):
             history[originator_id].append(self.mapper.to_domain_event(stored_event))
         return history
 
-    def _select_stored_events(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
+    def _select_stored_events(
+        self, aggregate_ids: list[UUID], known: Mapping[UUID, int]
+    ) -> list[StoredEvent]:
         recorder = self.recorder
         if isinstance(recorder, BatchReader):
-            return list(recorder.select_events_of(aggregate_ids))
+            if not known:
+                return list(recorder.select_events_of(aggregate_ids))
+            after = [known.get(aggregate_id, 0) for aggregate_id in aggregate_ids]
+            return list(recorder.select_events_of(aggregate_ids, after))
         return [
             stored_event
             for aggregate_id in aggregate_ids

@@ -25,10 +25,14 @@ class SendPolicy:
 
 @runtime_checkable
 class BatchReader(Protocol):
-    """A recorder that reads the events of many aggregates in one query."""
+    """A recorder that reads the events of many aggregates in one query.
+
+    Given `after` (one version per id, 0 for none known), it leaves out each
+    aggregate's events up to that version.
+    """
 
     def select_events_of(
-        self, aggregate_ids: Sequence[UUID]
+        self, aggregate_ids: Sequence[UUID], after: Sequence[int] | None = None
     ) -> Sequence[StoredEvent]: ...
 
 

@@ -411,8 +411,6 @@ def test_a_repeat_arriving_while_the_original_is_being_written_gets_it_back(
     assert "one by one" not in caplog.text
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
 def test_a_change_made_outside_the_committer_is_seen_by_its_next_group(
     ledger, committer, staff, ada
 ):
@@ -477,6 +475,8 @@ def test_a_report_on_a_message_the_committer_just_wrote_sees_its_whole_history(
     assert get_message(ledger, staff, message_id).status == Status.OPENED
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
 def test_a_send_waits_for_a_change_to_its_customer_that_is_being_written(
     ledger, committer, staff, ada, postgres_schema
 ):
