@@ -35,7 +35,7 @@ from adapters.wiring import Settings, build_ledger
 from commands.application import Ledger
 from commands.dispatch import Dispatcher, DispatchPolicy, DispatchReport, Partition
 from commands.ports import EmailProvider, SmsProvider
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ async def serve(
     while not stop.is_set():
         try:
             report = await dispatcher.dispatch_batch()
-        except PersistenceError:
+        except (PersistenceError, StoreUnavailable):
             failures += 1
             if once and failures >= STORE_TRIES:
                 raise

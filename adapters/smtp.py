@@ -7,9 +7,10 @@ port 465) or `none`; `pool` sets how many connections stay open (default 4),
 bundle to trust besides the system's.
 
 How SMTP answers map to outcomes: 2xx accepted (with any per-recipient
-refusals kept); 4xx transient; 5xx permanent; a connection that cannot be made
-is transient; a connection lost or a timeout once the transaction has begun is
-an unknown outcome, since the server may have queued the message already.
+refusals kept); 4xx transient (421 "closing" at any step included); 5xx
+permanent; a connection that cannot be made is transient; a connection lost or
+a timeout once the transaction has begun is an unknown outcome, since the
+server may have queued the message already.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 TlsMode = Literal["starttls", "implicit", "none"]
 DEFAULT_PORTS: dict[TlsMode, int] = {"starttls": 587, "implicit": 465, "none": 25}
+SMTP_OK = 250
+SERVICE_CLOSING = 421
+# RFC 5321 §3.4: 251 "user not local; will forward" accepts the recipient too.
+RCPT_ACCEPTED = frozenset({250, 251})
 
 
 class BadSmtpUrl(LedgerError):
@@ -209,6 +214,39 @@ def single_line(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope of one email: the addresses as they go on the wire."""
+
+    sender: bytes
+    recipients: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, email: OutgoingEmail) -> Envelope:
+        if not email.recipients:
+            raise ValueError("the email has no recipient")
+        return cls(
+            envelope_address(email.sender),
+            tuple((a, envelope_address(a)) for a in email.recipients),
+        )
+
+
+def envelope_address(address: str) -> bytes:
+    """The address for MAIL FROM or RCPT TO, refused if it could alter the command.
+
+    A space, an angle bracket or a control character would let an address add
+    parameters or commands of its own.
+    """
+    if not address.isascii() or not address.isprintable():
+        raise ValueError(
+            f"{address!r} is not a printable ASCII address; this SMTP provider "
+            "does not send SMTPUTF8 mail"
+        )
+    if any(c in address for c in " <>") or "@" not in address:
+        raise ValueError(f"{address!r} is not an address the envelope can carry")
+    return address.encode("ascii")
+
+
 class SmtpProvider:
     """Sends email over a pool of SMTP connections, reconnecting as needed."""
 
@@ -239,6 +277,7 @@ class SmtpProvider:
         """One try at handing the email to the server."""
         try:
             message = compose_email(email)
+            envelope = Envelope.of(email)
         except (ValueError, TypeError) as exc:
             return self.outcome(
                 OutcomeKind.PERMANENT, f"The email could not be composed: {exc}."
@@ -256,9 +295,7 @@ class SmtpProvider:
             return self.refusal(exc, began=False)
 
         try:
-            refused, response = await client.sendmail(
-                email.sender, list(email.recipients), message
-            )
+            refused, response = await self.transact(client, envelope, message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             # The session's state is unclear after any error: start afresh.
             client.close()
@@ -266,6 +303,52 @@ class SmtpProvider:
             return self.refusal(exc, began=True)
         await self.idle.put(client)
         return self.accepted(email, refused, response)
+
+    async def transact(
+        self, client: aiosmtplib.SMTP, envelope: Envelope, message: bytes
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        """MAIL, one RCPT per recipient and DATA, on a connection that said EHLO.
+
+        What `aiosmtplib.SMTP.sendmail` does, driven through its protocol
+        object: sendmail parses every address again with `email.utils` and
+        wraps each command in its own locks and checks, which cost the
+        dispatcher more CPU than the rest of its work on an email (see
+        "Delivery" in docs/performance.md). The addresses were checked when
+        the envelope was made. Errors are aiosmtplib's own exceptions, so
+        `refusal` reads them the same way; the caller drops the connection
+        after any of them instead of saying RSET.
+        """
+        protocol = client.protocol
+        if protocol is None or not client.is_connected:
+            raise aiosmtplib.SMTPServerDisconnected("The connection was closed.")
+        timeout = self.settings.timeout
+        mail_from = b"FROM:<" + envelope.sender + b">"
+        if client.supports_extension("size"):
+            mail_from += b" SIZE=%d" % len(message)
+        response = await protocol.execute_command(b"MAIL", mail_from, timeout=timeout)
+        if response.code != SMTP_OK:
+            raise aiosmtplib.SMTPSenderRefused(
+                response.code, response.message, envelope.sender.decode()
+            )
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        for address, quoted in envelope.recipients:
+            response = await protocol.execute_command(
+                b"RCPT", b"TO:<" + quoted + b">", timeout=timeout
+            )
+            if response.code == SERVICE_CLOSING:
+                # The server is hanging up: no transaction, whatever came before.
+                raise aiosmtplib.SMTPResponseException(response.code, response.message)
+            if response.code not in RCPT_ACCEPTED:
+                refused[address] = response
+        if len(refused) == len(envelope.recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [
+                    aiosmtplib.SMTPRecipientRefused(r.code, r.message, address)
+                    for address, r in refused.items()
+                ]
+            )
+        response = await protocol.execute_data_command(message, timeout=timeout)
+        return refused, response.message
 
     async def connect(self) -> aiosmtplib.SMTP:
         settings = self.settings
@@ -281,11 +364,25 @@ class SmtpProvider:
         )
         try:
             await client.connect()
+            await self.greet(client)
         except (aiosmtplib.SMTPException, OSError):
             client.close()
             raise
         logger.info("connected to SMTP server %s:%s", settings.host, settings.port)
         return client
+
+    async def greet(self, client: aiosmtplib.SMTP) -> None:
+        """EHLO, or HELO from a server that knows no EHLO, unless done already.
+
+        aiosmtplib greets during `connect` only when it needs the extensions
+        for STARTTLS or AUTH; `transact` needs them for SIZE.
+        """
+        if not client.is_ehlo_or_helo_needed:
+            return
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
 
     def accepted(
         self,

@@ -40,15 +40,48 @@ class Sink:
     """An aiosmtpd handler that keeps what it receives and answers as scripted.
 
     `rcpt_answers[address]` is a list of replies given to RCPT for that address,
-    one per try (a 250 lets it through); `drop_data` is how many DATA commands
-    to answer by closing the connection after the message arrived.
+    one per try (any 2xx lets it through); `mail_answers` likewise for MAIL;
+    `drop_data` is how many DATA commands to answer by closing the connection
+    after the message arrived.
     """
 
     rcpt_answers: dict[str, list[str]] = field(default_factory=dict)
+    mail_answers: list[str] = field(default_factory=list)
+    knows_ehlo: bool = True
     drop_data: int = 0
     data_delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        if self.knows_ehlo:
+            # With this hook defined, aiosmtpd leaves recording the greeting to it.
+            session.host_name = hostname
+            return responses
+        return ["502 5.5.1 EHLO not implemented; say HELO"]
+
+    async def handle_MAIL(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.mail_answers:
+            answer = self.mail_answers.pop(0)
+            if not answer.startswith("2"):
+                return answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -61,8 +94,10 @@ class Sink:
         answers = self.rcpt_answers.get(address)
         if answers:
             answer = answers.pop(0)
-            if not answer.startswith("250"):
+            if not answer.startswith("2"):
                 return answer
+            envelope.rcpt_tos.append(address)
+            return answer
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -119,6 +154,7 @@ def smtp_server(
     tls: TlsFiles | None = None,
     implicit: bool = False,
     auth: bool = False,
+    size_limit: int | None = None,
 ) -> Iterator[int]:
     """Run aiosmtpd on a free port in a thread for the block; yields the port."""
     port = free_port()
@@ -131,6 +167,8 @@ def smtp_server(
     if auth:
         options["authenticator"] = sink.authenticate
         options["auth_require_tls"] = True
+    if size_limit is not None:
+        options["data_size_limit"] = size_limit
     controller = Controller(sink, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import mailbox
+import uuid
+from collections.abc import Sequence
 from email.message import Message as MimeMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+from adapters.dispatcher import serve
 from adapters.outbox import JsonLinesSmsOutbox, MaildirOutbox
 from commands.application import Ledger
 from commands.delivery import get_message, record_delivery_event, retry_message
 from commands.directory import upsert_customer
-from commands.dispatch import Dispatcher, DispatchPolicy, Partition
+from commands.dispatch import Dispatcher, DispatchPolicy, DispatchReport, Partition
 from commands.inbound import record_inbound
 from commands.models import (
     AttachmentUpload,
@@ -27,15 +32,17 @@ from commands.models import (
     Unsuppress,
     UpsertCustomer,
 )
+from commands.ports import BatchReader
 from commands.resend import resend_message
 from commands.send import send_message
 from commands.suppressions import suppress, unsuppress
-from ledger.errors import InvalidTransition
+from ledger.errors import InvalidTransition, StoreUnavailable
 from ledger.mail_identity import parse_message_id_header, parse_reply_address
 from ledger.message import Message
 from ledger.values import Principal, Status
 
 SECRET = b"test reply secret"
+BEN = "ben.okafor@example.com"
 
 
 def dispatcher_for(ledger: Ledger, outbox: Path, **policy: object) -> Dispatcher:
@@ -366,3 +373,88 @@ def test_message_named_in_consecutive_batches_is_sent_once(
     assert mail_ids == sorted(expected)
     assert report.sent == 5
     assert len(sent_events(ledger, first)) == 1
+
+
+def test_suppression_in_a_batch_fails_only_the_suppressed_recipients_message(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    upsert_customer(
+        ledger,
+        staff,
+        UpsertCustomer(customer_id="c-ben", name="Ben Okafor", email=BEN),
+    )
+    to_ada = [send_message(ledger, staff, email_to(ada)).message_id for _ in range(3)]
+    to_ben = send_message(ledger, staff, email_to("c-ben")).message_id
+    suppress(ledger, staff, Suppress(channel="email", address=BEN, reason="bounced"))
+
+    report = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    assert (report.sent, report.failed) == (3, 1)
+    assert get_message(ledger, staff, str(to_ben)).status == Status.FAILED
+    assert all(get_message(ledger, staff, str(i)).status == Status.SENT for i in to_ada)
+    assert all(m["To"] == "ada.fernsby@example.com" for m in mail_in(tmp_path))
+
+
+def test_a_batch_reads_its_messages_in_one_query_and_suppressions_in_another(
+    ledger: Ledger,
+    staff: Principal,
+    ada: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _ in range(5):
+        send_message(ledger, staff, email_to(ada, cc=[BEN]))
+    recorder = ledger.recorder
+    assert isinstance(recorder, BatchReader)
+    batched: list[int] = []
+    one_by_one: list[object] = []
+    read_many, read_one = recorder.select_events_of, recorder.select_events
+
+    def counting_many(ids: Sequence[uuid.UUID]) -> Sequence[StoredEvent]:
+        batched.append(len(ids))
+        return list(read_many(ids))
+
+    def counting_one(*args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        one_by_one.append(args[0])
+        return list(read_one(*args, **kwargs))
+
+    monkeypatch.setattr(recorder, "select_events_of", counting_many)
+    monkeypatch.setattr(recorder, "select_events", counting_one)
+
+    batch = dispatcher_for(ledger, tmp_path).next_batch()
+
+    assert batch is not None and len(batch.jobs) == 5
+    assert all(job.outgoing is not None for job in batch.jobs)
+    assert batched == [5, 2]  # five messages; the two addresses they name
+    assert one_by_one == []
+
+
+class StoreFailsOnce(Dispatcher):
+    """A dispatcher whose first batch meets a failing event store."""
+
+    failed = False
+
+    async def dispatch_batch(self) -> DispatchReport | None:
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailable("The event store could not be read; try again.")
+        return await super().dispatch_batch()
+
+
+def test_worker_goes_on_after_the_store_fails_for_a_batch(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    dispatcher = StoreFailsOnce(
+        ledger,
+        MaildirOutbox(tmp_path / "mail"),
+        JsonLinesSmsOutbox(tmp_path / "sms.jsonl"),
+    )
+
+    async def run() -> DispatchReport:
+        return await serve(dispatcher, asyncio.Event(), 0.01, once=True)
+
+    report = asyncio.run(run())
+
+    assert dispatcher.failed and report.sent == 1
+    assert get_message(ledger, staff, str(receipt.message_id)).status == Status.SENT

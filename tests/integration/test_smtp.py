@@ -186,6 +186,88 @@ def test_partial_refusal_is_accepted_and_recorded_per_recipient() -> None:
     assert sink.received[0].rcpt_tos == [ADA]
 
 
+def test_server_closing_during_recipients_is_transient_and_sends_nothing() -> None:
+    sink = Sink(rcpt_answers={BEN: ["421 4.3.2 Service shutting down"]})
+
+    with smtp_server(sink) as port:
+        [outcome] = send(plain(port), email(cc=(BEN,)))
+
+    assert outcome.kind == OutcomeKind.TRANSIENT
+    assert "421 4.3.2 Service shutting down" in outcome.reason
+    assert sink.received == []
+
+
+def test_server_that_knows_no_ehlo_is_greeted_with_helo() -> None:
+    sink = Sink(knows_ehlo=False)
+
+    with smtp_server(sink) as port:
+        [outcome] = send(plain(port), email())
+
+    assert outcome.kind == OutcomeKind.ACCEPTED
+    assert sink.received[0].rcpt_tos == [ADA]
+
+
+def test_recipient_answered_251_will_forward_is_accepted() -> None:
+    sink = Sink(rcpt_answers={ADA: ["251 2.1.5 User not local; will forward"]})
+
+    with smtp_server(sink) as port:
+        [outcome] = send(plain(port), email())
+
+    assert outcome.kind == OutcomeKind.ACCEPTED
+    assert outcome.accepted == (ADA,)
+    assert sink.received[0].rcpt_tos == [ADA]
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        ("451 4.3.0 Sender check deferred", OutcomeKind.TRANSIENT),
+        ("553 5.7.1 Sender address rejected", OutcomeKind.PERMANENT),
+    ],
+)
+def test_refused_sender_fails_with_the_servers_answer(
+    answer: str, kind: OutcomeKind
+) -> None:
+    sink = Sink(mail_answers=[answer])
+
+    with smtp_server(sink) as port:
+        [outcome] = send(plain(port), email())
+
+    assert outcome.kind == kind
+    assert answer in outcome.reason
+    assert sink.received == []
+
+
+def test_size_is_declared_so_an_oversized_email_is_refused_before_its_data() -> None:
+    sink = Sink()
+    scan = OutgoingAttachment("scan.pdf", "application/pdf", b"%PDF-1.4 " * 2000)
+
+    with smtp_server(sink, size_limit=10_000) as port:
+        big, small = send(plain(port), email(attachments=(scan,)), email())
+
+    assert big.kind == OutcomeKind.PERMANENT
+    assert "552" in big.reason and "fixed maximum message size" in big.reason
+    assert small.kind == OutcomeKind.ACCEPTED
+    assert len(sink.received) == 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["ben.okafor@example.com> NOTIFY=NEVER", "ben okafor@example.com", "ben.okafor"],
+)
+def test_address_that_could_alter_the_smtp_command_is_refused_unsent(
+    address: str,
+) -> None:
+    sink = Sink()
+
+    with smtp_server(sink) as port:
+        [outcome] = send(plain(port), email(bcc=(address,)))
+
+    assert outcome.kind == OutcomeKind.PERMANENT
+    assert "could not be composed" in outcome.reason
+    assert sink.received == []
+
+
 def test_connection_dropped_after_data_is_an_unknown_outcome_then_reconnects() -> None:
     sink = Sink(drop_data=1)
     first = email()
