@@ -18,6 +18,7 @@ from ledger.errors import LedgerError
 
 # The library's recorder with a faster batch insert (see adapters.fast_store).
 ARRAY_INSERT_RECORDER = "adapters.fast_store:ArrayInsertRecorder"
+ARRAY_INSERT_PROCESS_RECORDER = "adapters.fast_store:ArrayInsertProcessRecorder"
 MANY_READ_SQLITE_RECORDER = "adapters.fast_store:ManyReadSQLiteRecorder"
 
 
@@ -75,6 +76,7 @@ def postgres_environment(url: str) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": "20",
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "APPLICATION_RECORDER_TOPIC": ARRAY_INSERT_RECORDER,
+        "PROCESS_RECORDER_TOPIC": ARRAY_INSERT_PROCESS_RECORDER,
     }
     if "schema" in query:
         env["POSTGRES_SCHEMA"] = query["schema"][0]
