@@ -29,6 +29,7 @@ from adapters.http.reading import (
     read_timeline,
 )
 from adapters.http.schemas import Health
+from adapters.http.sending import SendGroup, lifespan_of
 from adapters.http.settings import WebSettings
 from adapters.http.unsubscribe import link_path, unsubscribe_router
 from adapters.webhooks import import_router, provider_router
@@ -65,20 +66,25 @@ def create_app(
     Delivery reports are answered by `reports`, which needs the projections;
     without it their route answers 503.
 
+    Sends made through the API while the app runs share transactions with
+    concurrent ones (adapters/http/sending.py).
+
     With `providers` (the ledger's settings), the provider webhooks, the
     inbound-email hook, the open pixel, the one-click unsubscribe links and the
     .eml import are mounted too.
     """
+    sends = SendGroup(ledger)
     app = FastAPI(
         title="Message ledger",
         version="1.0.0",
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan_of(sends),
     )
     found_metrics = metrics or Metrics()
     app.state.services = Services(
-        ledger, settings, found_metrics, timeline, reports, threads, status
+        ledger, settings, found_metrics, timeline, reports, threads, status, sends
     )
     install_error_handlers(app, pages.error_page)
     app.include_router(operations_router(ledger, found_metrics))

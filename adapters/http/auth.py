@@ -24,6 +24,7 @@ from adapters.http.reading import (
     read_report,
     read_threads,
 )
+from adapters.http.sending import SendGroup
 from adapters.http.sessions import COOKIE_NAME, session_user
 from adapters.http.settings import WebSettings
 from commands.application import Ledger
@@ -51,6 +52,7 @@ class Services:
     reports: ReportReader | None = None
     threads: ThreadReader = read_threads
     status: StatusReader = read_report
+    sends: SendGroup | None = None
 
 
 def services(request: Request) -> Services:

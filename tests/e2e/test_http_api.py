@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -115,6 +117,25 @@ def test_a_send_is_created_once_per_idempotency_key(web, ledger, staff_auth):
     assert changed.status_code == 409
     assert changed.json()["error"]["field"] == "idempotency_key"
     assert events_in(ledger) == after_first
+
+
+def test_concurrent_sends_go_through_the_committer_and_each_gets_its_own_answer(
+    web, ledger, staff_auth
+):
+    before = events_in(ledger)
+
+    def send(number: int) -> Any:
+        headers = {**staff_auth, "Idempotency-Key": f"burst-{number % 20}"}
+        return web.post(f"{API}/messages", json=EMAIL, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(send, range(40)))
+
+    committer = web.app.state.services.sends._committer
+    assert sorted(answer.status_code for answer in answers) == [200] * 20 + [201] * 20
+    assert len({answer.json()["message_id"] for answer in answers}) == 20
+    assert events_in(ledger) == before + 20
+    assert committer.commands_committed == 20
 
 
 def test_a_rejected_send_names_the_field_and_records_nothing(web, ledger, staff_auth):
