@@ -1,11 +1,13 @@
-"""How event state becomes bytes and back: the library's JSON format, by orjson.
+"""How event state becomes bytes: the library's JSON format, written by orjson.
 
 The stored format is exactly the eventsourcing library's `JSONTranscoder`
 format (datetimes, UUIDs and decimals as `{"_type_": ..., "_data_": ...}`), so
 the library's mapper, the projections and any other reader decode it as
-before. Only the work is cheaper: orjson writes and parses, and the typed
-values go through the same transcodings the library registers, at a fraction
-of the cost of the stdlib encoder and its per-object decoding hook.
+before. Only the writing is cheaper: orjson writes, and the typed values go
+through the same transcodings the library registers, in about 60 % of the
+stdlib encoder's time. Reading stays the library's: its C scanner with a
+per-object hook was measured faster than orjson followed by a walk in Python
+that revives the typed values.
 
 orjson writes a UUID as a plain string, which would decode as `str`; a state
 holding a UUID anywhere, or anything else orjson cannot take as the library
@@ -36,30 +38,6 @@ class LedgerTranscoder(JSONTranscoder):
             return orjson.dumps(obj, default=self._encode_obj, option=ORJSON_OPTIONS)
         except TypeError:
             return super().encode(obj)
-
-    def decode(self, data: bytes) -> Any:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # JSON that only the stdlib parser accepts (NaN, say).
-            return super().decode(data)
-        return self._revive(parsed)
-
-    def _revive(self, value: Any) -> Any:
-        """Turn typed-value objects back into values, innermost first, in place."""
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(item, dict | list):
-                    value[key] = self._revive(item)
-            if len(value) == 2 and "_type_" in value and "_data_" in value:
-                return self._decode_obj(value)
-            return value
-        if not isinstance(value, list):
-            return value
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                value[index] = self._revive(item)
-        return value
 
 
 def holds_uuid(state: dict[str, Any]) -> bool:
