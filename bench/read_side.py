@@ -2,8 +2,10 @@
 
 Every figure is printed beside the naive way, measured in the same run:
 
-- catch-up: 1,000 events per transaction vs one transaction per event (the
-  library runner's pattern), over the same first --naive-events events;
+- catch-up of the first --catch-up-events message events, 1,000 events per
+  transaction, vs one transaction per event (the library runner's pattern)
+  over the first --naive-events, both in a child process, with the CPU per
+  event of the projection process and of its PostgreSQL backends;
 - rebuild of the whole log, in a child process whose resident memory is
   sampled throughout;
 - timeline page and search p99 from the view vs reading the log
@@ -14,24 +16,31 @@ Every figure is printed beside the naive way, measured in the same run:
     .venv/bin/python bench/read_side.py --messages 100000 --customers 10000
 
 The store is a fresh PostgreSQL schema (dropped afterwards unless --keep), or
-the --database-url given. Events are generated in big save() batches.
+the --database-url given. Events are encoded by the ledger's own mapper and
+bulk-loaded with COPY (--generate copy, the default; see generate_by_copy),
+or saved in 1,000-message save() batches (--generate save).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import random
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -105,9 +114,22 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--heavy", type=int, default=1_000, help="messages of one")
     parser.add_argument("--naive-events", type=int, default=10_000)
+    parser.add_argument(
+        "--catch-up-events",
+        type=int,
+        default=100_000,
+        help="window of the batched catch-up (the log's message events at most)",
+    )
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--generate",
+        choices=("copy", "save"),
+        default="copy",
+        help="load the events with one COPY (default) or through save() batches",
+    )
     parser.add_argument("--rebuild-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--catch-up-child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -115,8 +137,8 @@ def customer_key(number: int) -> str:
     return f"c-{number:06d}"
 
 
-def generate(ledger: Ledger, messages: int, customers: int, heavy: int) -> None:
-    """Customers, then messages (Queued, Sent, Delivered) in 1,000-message saves."""
+def directory(customers: int) -> list[Any]:
+    """The company and its customers, as aggregates with pending events."""
     rng = random.Random(7)
     company = Company._create(
         Company.Registered,
@@ -127,9 +149,9 @@ def generate(ledger: Ledger, messages: int, customers: int, heavy: int) -> None:
         sms_sender="+12015550100",
         default_region="US",
     )
-    batch: list[Any] = [company]
-    for number in range(customers):
-        batch.append(
+    return [
+        company,
+        *(
             Customer._create(
                 Customer.Registered,
                 id=Customer.id_for(TENANT, customer_key(number)),
@@ -140,21 +162,119 @@ def generate(ledger: Ledger, messages: int, customers: int, heavy: int) -> None:
                 email=f"customer{number}@example.com",
                 cell_phone=None,
             )
-        )
-        if len(batch) >= 1000:
-            ledger.save(*batch)
-            batch = []
-    ledger.save(*batch)
+            for number in range(customers)
+        ),
+    ]
 
-    batch = []
-    for number in range(messages):
-        owner = 0 if number < heavy else rng.randrange(1, customers)
-        batch.append(one_message(rng, owner))
-        if len(batch) >= 1000:
-            ledger.save(*batch)
-            batch = []
-    if batch:
-        ledger.save(*batch)
+
+MESSAGE_CHUNK = 1000
+# A chunk of messages: the seed of its random choices, and whose they are.
+MessageJob = tuple[int, list[int]]
+
+
+def message_owners(messages: int, customers: int, heavy: int) -> list[int]:
+    """Who each message is for: the first `heavy` are customer 0's."""
+    rng = random.Random(7)
+    return [
+        0 if number < heavy else rng.randrange(1, customers)
+        for number in range(messages)
+    ]
+
+
+def message_jobs(messages: int, customers: int, heavy: int) -> list[MessageJob]:
+    """The messages in chunks, each with the seed its contents are drawn from."""
+    owners = message_owners(messages, customers, heavy)
+    return [
+        (start, owners[start : start + MESSAGE_CHUNK])
+        for start in range(0, messages, MESSAGE_CHUNK)
+    ]
+
+
+def chunk_messages(job: MessageJob) -> list[Message]:
+    """One chunk's messages, with their events pending."""
+    seed, owners = job
+    rng = random.Random(seed)
+    return [one_message(rng, owner) for owner in owners]
+
+
+def generate_by_save(ledger: Ledger, messages: int, customers: int, heavy: int) -> None:
+    """Customers, then messages (Queued, Sent, Delivered) in 1,000-message saves."""
+    people = directory(customers)
+    for start in range(0, len(people), MESSAGE_CHUNK):
+        ledger.save(*people[start : start + MESSAGE_CHUNK])
+    for job in message_jobs(messages, customers, heavy):
+        ledger.save(*chunk_messages(job))
+
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+COPY_TRAILER = struct.pack("!h", -1)
+encoder: Ledger | None = None
+
+
+def copy_rows(aggregates: list[Any]) -> bytes:
+    """The aggregates' pending events as rows of PostgreSQL's binary COPY format.
+
+    Each event is encoded by the ledger's own mapper; the rows hold the four
+    columns the recorder writes, and the table's sequence numbers them in
+    this order.
+    """
+    if encoder is None:
+        raise RuntimeError("The encoding process has no ledger; set `encoder` first.")
+    out = bytearray()
+    for aggregate in aggregates:
+        for event in aggregate.collect_events():
+            stored = encoder.mapper.to_stored_event(event)
+            topic = stored.topic.encode()
+            originator = UUID(str(stored.originator_id))
+            out += struct.pack("!hi16s", 4, 16, originator.bytes)
+            out += struct.pack("!iq", 8, stored.originator_version)
+            out += struct.pack("!i", len(topic)) + topic
+            out += struct.pack("!i", len(stored.state)) + stored.state
+    return bytes(out)
+
+
+def encoded_messages(job: MessageJob) -> bytes:
+    """One chunk of messages, generated and encoded in a worker process."""
+    return copy_rows(chunk_messages(job))
+
+
+def generate_by_copy(
+    ledger: Ledger, url: str, messages: int, customers: int, heavy: int
+) -> None:
+    """The same aggregates' events, encoded by the ledger's mapper in one worker
+    process per core and loaded with one COPY into the ledger's events table.
+
+    What is stored is exactly what `save()` would store (same columns, same
+    mapper, the table's own sequence numbering the rows in order, each
+    message's events in version order); only the transport differs. The table
+    is locked as the recorder locks it, so ids become visible in order.
+    """
+    global encoder
+    encoder = ledger
+    jobs = message_jobs(messages, customers, heavy)
+    table = f'"{url_schema(url)}".ledger_events'
+    statement = (
+        f"COPY {table} (originator_id, originator_version, topic, state) "
+        "FROM STDIN (FORMAT BINARY)"
+    )
+    # The workers are forked before the connection opens, so none of them
+    # holds its socket.
+    with (
+        multiprocessing.get_context("fork").Pool() as pool,
+        psycopg.connect(url.partition("?")[0], autocommit=True) as connection,
+        connection.transaction(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        # The workers start on the messages while this process encodes the
+        # directory, which comes first in the log.
+        encoded = pool.imap(encoded_messages, jobs)
+        with cursor.copy(statement) as copy:
+            copy.write(COPY_HEADER)
+            copy.write(copy_rows(directory(customers)))
+            for rows in encoded:
+                copy.write(rows)
+            copy.write(COPY_TRAILER)
 
 
 def one_message(rng: random.Random, owner: int) -> Message:
@@ -222,8 +342,49 @@ def one_message(rng: random.Random, owner: int) -> Message:
     return message
 
 
-def rate_of(ledger: Ledger, first: int, events: int, per_transaction: int) -> float:
-    """Events/s projecting `events` events from position `first` on."""
+@dataclass(frozen=True)
+class CatchUp:
+    """One catch-up over a window of the log: wall time and CPU per event."""
+
+    events: int
+    seconds: float
+    cpu: float
+    server_cpu: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def per_event(self) -> str:
+        """CPU per event of this process and, if readable, of its server backends."""
+        mine = f"{self.cpu / self.events * 1e6:.1f} µs CPU/event here"
+        if self.server_cpu is None:
+            return mine
+        return f"{mine}, {self.server_cpu / self.events * 1e6:.1f} in PostgreSQL"
+
+
+def backend_cpu(pids: list[int]) -> float | None:
+    """CPU seconds the server processes `pids` used so far (local server only)."""
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def catch_up_window(
+    ledger: Ledger, first: int, events: int, per_transaction: int
+) -> CatchUp:
+    """Project `events` events from position `first` on into a fresh generation.
+
+    One event per transaction is the library runner's pattern: read a page,
+    then commit each event with the position on its own, in turn. Otherwise
+    the runner's own catch-up (chunks of `per_transaction`, the next chunk
+    prepared while the previous one is written).
+    """
     views = open_views(ledger.env)
     prepare_registry(views)
     projection = projection_named("timeline")
@@ -240,16 +401,29 @@ def rate_of(ledger: Ledger, first: int, events: int, per_transaction: int) -> fl
         generation=generation,
         events_per_transaction=per_transaction,
     )
-    started = time.perf_counter()
-    while runner.position < first - 1 + events:
-        page = ledger.recorder.select_notifications(runner.position + 1, 1000)
-        if not page:
-            break
-        for start in range(0, len(page), per_transaction):
-            runner.commit(page[start : start + per_transaction])
-    elapsed = time.perf_counter() - started
+    last = first - 1 + events
+    pids = server_pids(views)
+    server = backend_cpu(pids)
+    started, cpu = time.perf_counter(), time.process_time()
+    if per_transaction == 1:
+        while runner.position < last:
+            page = runner.read_page(runner.position, last, ahead=False)
+            for logged in page.events:
+                runner.commit([logged], logged[0])
+    else:
+        runner.catch_up(until=last)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    pids = server_pids(views)
+    server_after = backend_cpu(pids)
     views.close()
-    return (runner.position - first + 1) / elapsed
+    used = None if server is None or server_after is None else server_after - server
+    return CatchUp(runner.position - first + 1, elapsed, cpu, used)
+
+
+def server_pids(views: Any) -> list[int]:
+    """The server processes of the views' connections."""
+    connections = [views.connection, getattr(views, "reading", None)]
+    return [c.info.backend_pid for c in connections if c is not None]
 
 
 def percentile(samples: list[float], share: float) -> float:
@@ -264,6 +438,14 @@ def timed(action: Callable[[], object], times: int) -> list[float]:
         action()
         samples.append((time.perf_counter() - started) * 1000)
     return samples
+
+
+def catch_up_child(url: str, first: int, sample: int, window: int) -> None:
+    """Both catch-ups, in a process of their own, as a projection worker runs."""
+    ledger = Ledger(env=store_environment(url))
+    naive = catch_up_window(ledger, first, sample, 1)
+    batched = catch_up_window(ledger, first, window, 1000)
+    print(json.dumps([vars(naive), vars(batched)]))
 
 
 def rebuild_child(url: str) -> None:
@@ -285,12 +467,21 @@ def rebuild_child(url: str) -> None:
     rebuild(ledger, views, projection_named("timeline"))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
+    # The views' connections were opened for the rebuild: their backends'
+    # whole CPU time is the server's share of it.
+    server = backend_cpu(server_pids(views))
     done.set()
     sampler.join()
     events = ledger.recorder.max_notification_id() or 0
     print(
         json.dumps(
-            {"seconds": elapsed, "cpu": cpu, "events": events, "rss_mb": samples}
+            {
+                "seconds": elapsed,
+                "cpu": cpu,
+                "server_cpu": server,
+                "events": events,
+                "rss_mb": samples,
+            }
         )
     )
 
@@ -315,6 +506,10 @@ def main() -> None:
     if args.rebuild_child:
         rebuild_child(url)
         return
+    if args.catch_up_child:
+        first, sample, window = (int(n) for n in args.catch_up_child.split(","))
+        catch_up_child(url, first, sample, window)
+        return
     prepare_store(url)
     ledger = Ledger(env=store_environment(url))
     try:
@@ -328,7 +523,10 @@ def main() -> None:
 
 def report(args: argparse.Namespace, url: str, ledger: Ledger) -> None:
     started = time.perf_counter()
-    generate(ledger, args.messages, args.customers, args.heavy)
+    if args.generate == "copy" and url.startswith("postgresql"):
+        generate_by_copy(ledger, url, args.messages, args.customers, args.heavy)
+    else:
+        generate_by_save(ledger, args.messages, args.customers, args.heavy)
     # As autovacuum would on a quiet server: without row counts the planner
     # reads a customer's few events with a parallel scan (~170 ms at 3.1M).
     if url.startswith("postgresql"):
@@ -338,19 +536,36 @@ def report(args: argparse.Namespace, url: str, ledger: Ledger) -> None:
     print(
         f"store: {url.split('?')[0]} ({url.split('?')[-1]}); {args.messages:,} "
         f"messages over {args.customers:,} customers; {events:,} events "
-        f"generated in {time.perf_counter() - started:.1f} s"
+        f"generated by {args.generate} in {time.perf_counter() - started:.1f} s"
     )
 
     # Messages' events follow the company's and customers' registrations; both
     # ways project the same window of them, with indexes in place.
     first = args.customers + 2
     sample = min(args.naive_events, events - first + 1)
-    naive = rate_of(ledger, first, sample, 1)
-    batched = rate_of(ledger, first, sample, 1000)
+    window = min(args.catch_up_events, events - first + 1)
+    caught_up = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--catch-up-child",
+            f"{first},{sample},{window}",
+            "--database-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    naive, batched = (
+        CatchUp(**fields)
+        for fields in json.loads(caught_up.stdout.strip().splitlines()[-1])
+    )
     print(
-        f"catch-up over {sample:,} message events: {batched:,.0f} events/s in "
-        f"1,000-event transactions vs {naive:,.0f} events/s one per event "
-        f"({batched / naive:.1f}x)"
+        f"catch-up over {batched.events:,} message events: {batched.rate:,.0f} "
+        f"events/s in 1,000-event transactions ({batched.per_event()}) vs "
+        f"{naive.rate:,.0f} events/s one per event over {naive.events:,} "
+        f"({naive.per_event()}); {batched.rate / naive.rate:.1f}x"
     )
 
     child = subprocess.run(
@@ -365,8 +580,11 @@ def report(args: argparse.Namespace, url: str, ledger: Ledger) -> None:
     print(
         f"rebuild of {rebuilt['events']:,} events: {rebuilt['seconds']:.1f} s "
         f"({rebuilt['events'] / rebuilt['seconds']:,.0f} events/s; one per event "
-        f"would take ~{rebuilt['events'] / naive:,.0f} s); the projection "
-        f"process used {rebuilt['cpu']:.1f} s of CPU; resident memory "
+        f"would take ~{rebuilt['events'] / naive.rate:,.0f} s); the projection "
+        f"process used {rebuilt['cpu']:.1f} s of CPU "
+        f"({rebuilt['cpu'] / rebuilt['events'] * 1e6:.1f} µs/event; PostgreSQL "
+        f"{(rebuilt['server_cpu'] or 0) / rebuilt['events'] * 1e6:.1f}); "
+        "resident memory "
         f"at 1/4..4/4: {quarters} MB, peak {max(rss)} MB"
     )
 

@@ -17,7 +17,7 @@ whole log's creation events are scanned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -123,14 +123,23 @@ def message_ids(
 
 def stored_histories(
     ledger: Ledger, message_ids: list[UUID], index: MessageIndex | None
-) -> list[list[StoredEvent]]:
-    """Each message's stored events, read in bulk when the index can."""
+) -> Iterator[list[StoredEvent]]:
+    """Each message's stored events, read in bulk when the index can.
+
+    Histories are handed on as they arrive, so folding overlaps reading.
+    """
     if index is None:
-        return [list(ledger.recorder.select_events(m)) for m in message_ids]
-    grouped: dict[UUID, list[StoredEvent]] = {m: [] for m in message_ids}
+        for message_id in message_ids:
+            yield list(ledger.recorder.select_events(message_id))
+        return
+    history: list[StoredEvent] = []
     for stored in index.stored_events(message_ids):
-        grouped[UUID(str(stored.originator_id))].append(stored)
-    return list(grouped.values())
+        if history and history[0].originator_id != stored.originator_id:
+            yield history
+            history = []
+        history.append(stored)
+    if history:
+        yield history
 
 
 def message_as_of(

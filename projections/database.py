@@ -153,24 +153,26 @@ class PostgresViews(ViewDatabase):
     def __init__(self, env: Mapping[str, str]) -> None:
         super().__init__()
         self.schema = env.get("POSTGRES_SCHEMA") or "public"
-        try:
-            self.connection = psycopg.connect(
-                dbname=env["POSTGRES_DBNAME"],
-                host=env.get("POSTGRES_HOST", "127.0.0.1"),
-                port=env.get("POSTGRES_PORT", "5432"),
-                user=env.get("POSTGRES_USER", "postgres"),
-                password=env.get("POSTGRES_PASSWORD") or None,
-                options=f"-c search_path={self.schema}",
-                autocommit=True,
-            )
-            # Rows and position commit together, so a crash that loses the
-            # last commits loses both: the projection just takes them again.
-            self.connection.execute("SET synchronous_commit = off")
-        except psycopg.Error as exc:
-            raise StoreUnavailable(
-                f"Cannot connect to the views' database ({exc}); check "
-                "LEDGER_DATABASE_URL and that PostgreSQL is running."
-            ) from exc
+        self.env = env
+        self.connection = connect_postgres(env)
+        # Rows and position commit together, so a crash that loses the
+        # last commits loses both: the projection just takes them again.
+        self.connection.execute("SET synchronous_commit = off")
+        self.reading: psycopg.Connection[Row] | None = None
+        # Staging tables this connection has created (one round trip a
+        # chunk saved).
+        self.staging: set[str] = set()
+
+    def reading_connection(self) -> psycopg.Connection[Row]:
+        """A second connection, for reading the log ahead while the first writes.
+
+        Opened on first use (only a long catch-up needs it, so the many
+        short-lived views of a web server never open one) and closed with
+        the views.
+        """
+        if self.reading is None:
+            self.reading = connect_postgres(self.env)
+        return self.reading
 
     def events_table(self, name: str) -> str:
         return name
@@ -203,10 +205,12 @@ class PostgresViews(ViewDatabase):
         definition = ", ".join(
             f"{column} {kind}" for column, kind in zip(columns, types, strict=True)
         )
-        self.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) "
-            "ON COMMIT DELETE ROWS"
-        )
+        if name not in self.staging:
+            self.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) "
+                "ON COMMIT DELETE ROWS"
+            )
+            self.staging.add(name)
         return name
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> ViewCursor:
@@ -218,8 +222,13 @@ class PostgresViews(ViewDatabase):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.connection.transaction():
-            yield
+        try:
+            with self.connection.transaction():
+                yield
+        except BaseException:
+            # A staging table created in a rolled-back transaction is gone.
+            self.staging.clear()
+            raise
 
     def table_exists(self, table: str) -> bool:
         row = self.fetchone(
@@ -230,7 +239,29 @@ class PostgresViews(ViewDatabase):
         return row is not None
 
     def close(self) -> None:
+        if self.reading is not None:
+            self.reading.close()
         self.connection.close()
+
+
+def connect_postgres(env: Mapping[str, str]) -> psycopg.Connection[Row]:
+    """An autocommit connection to the ledger's database, in the ledger's schema."""
+    schema = env.get("POSTGRES_SCHEMA") or "public"
+    try:
+        return psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env.get("POSTGRES_HOST", "127.0.0.1"),
+            port=env.get("POSTGRES_PORT", "5432"),
+            user=env.get("POSTGRES_USER", "postgres"),
+            password=env.get("POSTGRES_PASSWORD") or None,
+            options=f"-c search_path={schema}",
+            autocommit=True,
+        )
+    except psycopg.Error as exc:
+        raise StoreUnavailable(
+            f"Cannot connect to the views' database ({exc}); check "
+            "LEDGER_DATABASE_URL and that PostgreSQL is running."
+        ) from exc
 
 
 def views_path(events_path: str) -> str:

@@ -138,7 +138,9 @@ def status_history(
     for item in history:
         topic = EVENT_TOPICS.get(item.event)
         if topic is not None:
-            facts.apply(RecordedEvent(0, message.id, item.version, topic, item.fields))
+            facts.apply(
+                RecordedEvent(0, str(message.id), item.version, topic, item.fields)
+            )
         steps.append(
             {
                 "version": item.version,
@@ -161,9 +163,14 @@ def thread_of(
         return []
     prefix = table_prefix("timeline", generation)
     thread_id = message.in_reply_to or message.resend_of or str(message.id)
+    # The message that started the thread, by its id, then the replies and
+    # resends the partial index `by_thread` holds.
     rows = views.fetchall(
         f"SELECT {ROW_FIELDS} FROM {prefix}messages "
-        "WHERE tenant_id = ? AND thread_id = ? ORDER BY occurred_at, seq",
-        [principal.tenant_id, thread_id],
+        "WHERE message_id = ? AND tenant_id = ? AND thread_id = ? "
+        f"UNION ALL SELECT {ROW_FIELDS} FROM {prefix}messages "
+        "WHERE tenant_id = ? AND thread_id = ? AND thread_id <> message_id "
+        "ORDER BY occurred_at, seq",
+        [thread_id, principal.tenant_id, thread_id, principal.tenant_id, thread_id],
     )
     return [row_json(row) for row in rows]

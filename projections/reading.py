@@ -8,7 +8,8 @@ tenant's customer looks exactly like a missing one, as everywhere else.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,12 +22,14 @@ from commands.application import Ledger
 from ledger.directory import Customer
 from ledger.errors import InvalidCommand
 from ledger.values import Channel, Direction, Permission, Principal, Status
-from projections.database import ViewDatabase
-from projections.runtime import active_generation, require_active
+from projections.database import PostgresViews, ViewDatabase
+from projections.runtime import active_generation, require_active, tuned_for_overlap
 from projections.timeline import stored_time
 
 MAX_PAGE = 500
-EVENTS_CHUNK = 500
+# Messages per read of the store in a replay: small enough that the fold of
+# one chunk overlaps the read of the next, big enough to keep round trips few.
+EVENTS_CHUNK = 250
 ROW_FIELDS = (
     "seq, message_id, occurred_at, direction, channel, subject, preview, sender, "
     "recipients, sent_by, trigger, status, replied, attachments, thread_id, "
@@ -287,29 +290,50 @@ class TimelineIndex:
         name = getattr(ledger.recorder, "events_table_name", "stored_events")
         self.events_table = views.events_table(name)
 
-    def stored_events(self, message_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """The messages' stored events, each message's in version order."""
-        found: list[StoredEvent] = []
-        for start in range(0, len(message_ids), EVENTS_CHUNK):
-            chunk = message_ids[start : start + EVENTS_CHUNK]
-            params: list[Any]
-            if self.views.dialect == "postgres":
-                where, params = "originator_id = ANY(?)", [list(chunk)]
-            else:
-                # The library's SQLite recorder stores ids as 32 hex digits.
-                where = f"originator_id IN ({', '.join('?' * len(chunk))})"
-                params = [m.hex for m in chunk]
-            rows = self.views.fetchall(
-                "SELECT originator_id, originator_version, topic, state "
-                f"FROM {self.events_table} WHERE {where} "
-                "ORDER BY originator_id, originator_version",
-                params,
-            )
-            found += [
-                StoredEvent(UUID(str(r[0])), int(r[1]), str(r[2]), bytes(r[3]))
-                for r in rows
-            ]
-        return found
+    def stored_events(self, message_ids: Sequence[UUID]) -> Iterator[StoredEvent]:
+        """The messages' stored events, each message's in version order.
+
+        Read in chunks of messages; while the caller folds one chunk, the
+        next is read on another thread, so the database and the fold overlap.
+        """
+        chunks = [
+            message_ids[start : start + EVENTS_CHUNK]
+            for start in range(0, len(message_ids), EVENTS_CHUNK)
+        ]
+        if not chunks:
+            return
+        with tuned_for_overlap(), ThreadPoolExecutor(1, "replay-reader") as reader:
+            upcoming = reader.submit(self.chunk_events, chunks[0])
+            for following in [*chunks[1:], None]:
+                found = upcoming.result()
+                if following is not None:
+                    upcoming = reader.submit(self.chunk_events, following)
+                yield from found
+
+    def chunk_events(self, message_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """One chunk's stored events; on PostgreSQL in binary, so that states
+        arrive as bytes rather than hex text."""
+        if isinstance(self.views, PostgresViews):
+            with self.views.connection.cursor(binary=True) as cursor:
+                cursor.execute(
+                    "SELECT originator_id, originator_version, topic, state "
+                    f"FROM {self.events_table} WHERE originator_id = ANY(%s) "
+                    "ORDER BY originator_id, originator_version",
+                    [list(message_ids)],
+                )
+                return [StoredEvent(*row) for row in cursor.fetchall()]
+        # The library's SQLite recorder stores ids as 32 hex digits.
+        rows = self.views.fetchall(
+            "SELECT originator_id, originator_version, topic, state "
+            f"FROM {self.events_table} "
+            f"WHERE originator_id IN ({', '.join('?' * len(message_ids))}) "
+            "ORDER BY originator_id, originator_version",
+            [m.hex for m in message_ids],
+        )
+        return [
+            StoredEvent(UUID(str(r[0])), int(r[1]), str(r[2]), bytes(r[3]))
+            for r in rows
+        ]
 
     def message_ids(
         self, principal: Principal, customer_id: str

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
@@ -75,7 +74,23 @@ def stages(facts: MessageFacts) -> list[int]:
     ]
 
 
-class ReportingProjection(Projection):
+@dataclass
+class ReportChanges:
+    """A batch made ready to write.
+
+    The rows of messages it queues, complete; the events of older messages by
+    message, in log order; the last provider that reported on each of those;
+    customers registered, and customer types changed.
+    """
+
+    new_rows: list[list[Any]]
+    later: dict[str, list[RecordedEvent]]
+    providers: dict[str, str]
+    registered: dict[str, list[str]]
+    retyped: dict[str, str]
+
+
+class ReportingProjection(Projection[ReportChanges]):
     """Per-message delivery stages and customer types, for grouped reports."""
 
     name = "reporting"
@@ -122,84 +137,85 @@ class ReportingProjection(Projection):
             "(tenant_id, customer_id)"
         )
 
-    def project(
-        self, views: ViewDatabase, prefix: str, events: Sequence[RecordedEvent]
-    ) -> None:
-        new: dict[UUID, tuple[RecordedEvent, MessageFacts]] = {}
-        providers: dict[UUID, str] = {}
-        registered: dict[UUID, list[str]] = {}
-        retyped: dict[UUID, str] = {}
+    def prepare(self, events: Sequence[RecordedEvent]) -> ReportChanges:
+        # Messages queued in the batch are folded here in full; events of
+        # older messages wait for `write`, which loads their stored facts.
+        new: dict[str, tuple[RecordedEvent, MessageFacts]] = {}
+        changes = ReportChanges([], {}, {}, {}, {})
         for event in events:
+            key = event.originator_id
             if event.topic == QUEUED:
-                new[event.originator_id] = (event, MessageFacts(Direction.OUTBOUND))
+                new[key] = (event, MessageFacts(Direction.OUTBOUND))
             elif event.topic == CUSTOMER_REGISTERED:
-                registered[event.originator_id] = [
+                changes.registered[key] = [
                     event.state["tenant_id"],
                     event.state["customer_id"],
                     event.state["customer_type"],
                 ]
-            elif event.originator_id in registered and event.topic in CUSTOMER_TOPICS:
-                registered[event.originator_id][2] = event.state["customer_type"]
+            elif key in changes.registered and event.topic in CUSTOMER_TOPICS:
+                changes.registered[key][2] = event.state["customer_type"]
             elif event.topic in CUSTOMER_TOPICS:
-                retyped[event.originator_id] = event.state["customer_type"]
-        touched = {
-            e.originator_id
-            for e in events
-            if e.topic != QUEUED and e.topic not in CUSTOMER_TOPICS
-        }
-        known = load_facts(views, prefix, touched - new.keys())
+                changes.retyped[key] = event.state["customer_type"]
+            else:
+                if event.topic in FACT_SETTERS:
+                    changes.providers[key] = event.state["provider"]
+                if key in new:
+                    new[key][1].apply(event)
+                else:
+                    changes.later.setdefault(key, []).append(event)
+        changes.new_rows = [
+            new_row(event, facts, changes.providers.get(key))
+            for key, (event, facts) in new.items()
+        ]
+        return changes
 
-        for event in events:
-            if event.topic == QUEUED or event.topic in CUSTOMER_TOPICS:
-                continue
-            facts = (
-                new[event.originator_id][1]
-                if event.originator_id in new
-                else known.get(event.originator_id)
-            )
+    def write(self, views: ViewDatabase, prefix: str, prepared: ReportChanges) -> None:
+        known = load_facts(views, prefix, prepared.later)
+        for message_id, events in prepared.later.items():
+            facts = known.get(message_id)
             if facts is None:
                 raise ProjectionError(
-                    f"Message {event.originator_id} has no row in the report; "
+                    f"Message {message_id} has no row in the report; "
                     "its Queued event was skipped or never recorded."
                 )
-            facts.apply(event)
-            if event.topic in FACT_SETTERS:
-                providers[event.originator_id] = event.state["provider"]
+            for event in events:
+                facts.apply(event)
 
-        write_rows(views, prefix, new, known, providers)
-        write_customers(views, prefix, registered, retyped)
+        views.insert_many(
+            f"{prefix}messages", MESSAGE_COLUMNS, MESSAGE_TYPES, prepared.new_rows
+        )
+        update_rows(views, prefix, known, prepared.providers)
+        write_customers(views, prefix, prepared.registered, prepared.retyped)
 
 
-def write_rows(
+def new_row(
+    event: RecordedEvent, facts: MessageFacts, provider: str | None
+) -> list[Any]:
+    """The row of a message queued in the batch, in MESSAGE_COLUMNS order."""
+    state = event.state
+    return [
+        event.originator_id,
+        state["tenant_id"],
+        state["customer_id"],
+        recorded_time(state["occurred_at"]),
+        state["channel"],
+        provider,
+        state.get("template_id"),
+        state.get("template_version"),
+        *stages(facts),
+        facts.dumps(),
+    ]
+
+
+def update_rows(
     views: ViewDatabase,
     prefix: str,
-    new: dict[UUID, tuple[RecordedEvent, MessageFacts]],
-    known: dict[UUID, MessageFacts],
-    providers: dict[UUID, str],
+    known: dict[str, MessageFacts],
+    providers: dict[str, str],
 ) -> None:
-    """Insert new messages' rows and update the others' stages."""
-    views.insert_many(
-        f"{prefix}messages",
-        MESSAGE_COLUMNS,
-        MESSAGE_TYPES,
-        [
-            [
-                str(message_id),
-                event.state["tenant_id"],
-                event.state["customer_id"],
-                recorded_time(event.state["occurred_at"]),
-                event.state["channel"],
-                providers.get(message_id),
-                event.state.get("template_id"),
-                event.state.get("template_version"),
-                *stages(facts),
-                facts.dumps(),
-            ]
-            for message_id, (event, facts) in new.items()
-        ],
-    )
+    """Update the stages of messages queued before the batch."""
     changed = [
-        [providers.get(message_id), *stages(facts), facts.dumps(), str(message_id)]
+        [providers.get(message_id), *stages(facts), facts.dumps(), message_id]
         for message_id, facts in known.items()
     ]
     if not changed:
@@ -230,18 +246,18 @@ def write_rows(
 def write_customers(
     views: ViewDatabase,
     prefix: str,
-    registered: dict[UUID, list[str]],
-    retyped: dict[UUID, str],
+    registered: dict[str, list[str]],
+    retyped: dict[str, str],
 ) -> None:
     """Record new customers and changes of customer type."""
     views.executemany(
         f"INSERT INTO {prefix}customers "
         "(aggregate_id, tenant_id, customer_id, customer_type) VALUES (?, ?, ?, ?)",
-        [(str(key), *values) for key, values in registered.items()],
+        [(key, *values) for key, values in registered.items()],
     )
     views.executemany(
         f"UPDATE {prefix}customers SET customer_type = ? WHERE aggregate_id = ?",
-        [(kind, str(key)) for key, kind in retyped.items()],
+        [(kind, key) for key, kind in retyped.items()],
     )
 
 

@@ -9,10 +9,11 @@ import pytest
 from commands.application import Ledger
 from commands.delivery import record_delivery_event
 from commands.models import RecordDeliveryEvent, SendMessage
-from commands.replay import replay_customer
+from commands.replay import Replay, replay_customer
 from commands.send import send_message
 from ledger.errors import InvalidCommand, NotFound
 from ledger.values import Channel, Principal
+from projections import reading
 from projections.catalog import projection_named
 from projections.reading import TimelineIndex
 from projections.runtime import ProjectionRunner
@@ -98,3 +99,31 @@ def test_another_companys_customer_cannot_be_replayed(ledger, staff, outsider, a
 
     with pytest.raises(NotFound):
         replay_customer(ledger, outsider, ada, datetime.now(UTC))
+
+
+def test_a_replay_read_in_many_chunks_matches_the_scan_of_the_log(
+    ledger, views, staff, viewer, ada, monkeypatch
+):
+    sent = [send(ledger, staff, ada, f"Visit {n}") for n in range(7)]
+    for message_id in sent[::2]:
+        deliver(ledger, staff, message_id)
+    ProjectionRunner(ledger, views, projection_named("timeline")).catch_up()
+    monkeypatch.setattr(reading, "EVENTS_CHUNK", 2)
+    now = datetime.now(UTC)
+
+    indexed = replay_customer(ledger, viewer, ada, now, TimelineIndex(views, ledger))
+    scanned = replay_customer(ledger, viewer, ada, now)
+
+    def summary(replay: Replay) -> list[tuple[str, str, list[str]]]:
+        return [
+            (
+                str(item.message.id),
+                item.message.status.value,
+                [e.event for e in item.events],
+            )
+            for item in replay.messages
+        ]
+
+    assert summary(indexed) == summary(scanned)
+    assert sorted(m for m, _, _ in summary(indexed)) == sorted(sent)
+    assert [s for _, s, _ in summary(indexed)].count("delivered") == 4

@@ -6,6 +6,8 @@ import threading
 import uuid
 from typing import Any
 
+import psycopg
+import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
@@ -13,6 +15,7 @@ from commands.application import Ledger
 from commands.delivery import record_delivery_event
 from commands.models import RecordDeliveryEvent, SendMessage
 from commands.send import send_message
+from ledger.directory import Customer
 from ledger.message import Message
 from ledger.values import Channel, Principal
 from projections.catalog import projection_named
@@ -26,6 +29,7 @@ from projections.runtime import (
     rebuild,
     skipped_events,
 )
+from projections.timeline import TimelineProjection
 
 TIMELINE = projection_named("timeline")
 
@@ -251,3 +255,105 @@ def test_big_batches_give_the_same_rows_as_one_event_at_a_time(
     assert {row["status"] for row in batched.rows} == {"delivered"}
     assert delivery_report(views, staff, "funnel") == batched_report
     assert batched_report[0]["delivered"] == 60
+
+
+class CrashingTimeline(TimelineProjection):
+    """The timeline, losing its database connection on one chosen write."""
+
+    def __init__(self, crash_on_write: int) -> None:
+        self.writes = 0
+        self.crash_on_write = crash_on_write
+
+    def write(self, views: ViewDatabase, prefix: str, prepared: Any) -> None:
+        self.writes += 1
+        super().write(views, prefix, prepared)
+        if self.writes == self.crash_on_write:
+            raise psycopg.OperationalError("server closed the connection")
+
+
+def message_ids_in(views: ViewDatabase) -> list[str]:
+    generation = active_generation(views, "timeline")
+    rows = views.fetchall(
+        f"SELECT message_id FROM timeline_g{generation}_messages ORDER BY seq"
+    )
+    return [str(row[0]) for row in rows]
+
+
+def test_an_event_of_a_topic_the_projection_ignores_is_never_decoded(
+    ledger, views, staff, ada
+):
+    send(ledger, staff, ada, "Before")
+    ledger.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=uuid.uuid4(),
+                originator_version=1,
+                topic=get_topic(Customer.Updated),
+                state=b"{not json the timeline would choke on",
+            )
+        ]
+    )
+    runner = ProjectionRunner(ledger, views, TIMELINE)
+
+    runner.catch_up()
+
+    assert skipped_events(views, "timeline", runner.generation) == []
+    assert runner.position == ledger.recorder.max_notification_id()
+    assert rows_in(views) == 1
+
+
+def test_a_poison_event_in_a_long_catch_up_is_recorded_and_the_rest_applied_once(
+    ledger, views, staff, ada
+):
+    before = [send(ledger, staff, ada, f"Before {n}") for n in range(4)]
+    ledger.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=uuid.uuid4(),
+                originator_version=1,
+                topic=get_topic(Message.Sent),
+                state=b"{this is not json",
+            )
+        ]
+    )
+    poison = ledger.recorder.max_notification_id()
+    after = [send(ledger, staff, ada, f"After {n}") for n in range(4)]
+    runner = ProjectionRunner(ledger, views, TIMELINE, events_per_transaction=2)
+
+    runner.catch_up()
+
+    skipped = skipped_events(views, "timeline", runner.generation)
+    assert [s.position for s in skipped] == [poison]
+    assert message_ids_in(views) == before + after
+    assert runner.position == ledger.recorder.max_notification_id()
+
+
+@pytest.mark.parametrize("crash_on_write", [1, 2, 3])
+def test_a_crash_mid_catch_up_loses_no_event_and_applies_none_twice(
+    ledger, views, staff, ada, crash_on_write
+):
+    sent = [send(ledger, staff, ada, f"Visit {n}") for n in range(7)]
+    for message_id in sent[:3]:
+        deliver(ledger, staff, message_id)
+    crashing = ProjectionRunner(
+        ledger, views, CrashingTimeline(crash_on_write), events_per_transaction=2
+    )
+
+    with pytest.raises(psycopg.OperationalError):
+        crashing.catch_up()
+    restarted_views = open_views(ledger.env)
+    restarted = ProjectionRunner(
+        ledger, restarted_views, TIMELINE, events_per_transaction=2
+    )
+    restarted.catch_up()
+    restarted_views.close()
+
+    assert message_ids_in(views) == sent
+    assert skipped_events(views, "timeline", restarted.generation) == []
+    statuses = [
+        row["status"]
+        for row in customer_timeline(
+            ledger, views, staff, ada, TimelineFilter(limit=10)
+        ).rows
+    ]
+    assert sorted(statuses) == ["delivered"] * 3 + ["queued"] * 4
