@@ -23,13 +23,17 @@ retries of a lost connection and the same error types.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
+    InternalError,
     OperationalError,
+    ProgrammingError,
     StoredEvent,
     Tracking,
 )
@@ -43,6 +47,8 @@ from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
+
+CREATE_ATTEMPTS = 5
 
 
 class RenderedStatements(NamedTuple):
@@ -86,6 +92,26 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             "AND e.originator_version > known.version "
             "ORDER BY e.originator_id, e.originator_version"
         ).format(**names)
+
+    def create_table(self) -> None:
+        """The library's tables, created again if another process raced us.
+
+        Processes started together on one database (a server and its
+        workers) all run the same `CREATE … IF NOT EXISTS` statements; when
+        they meet, PostgreSQL fails all but one ("tuple concurrently
+        updated", "relation … already exists", a duplicate catalog entry).
+        The statements are idempotent, so the loser runs them again; an
+        error that is not such a race fails every attempt and is raised.
+        """
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                super().create_table()
+            except (InternalError, IntegrityError, ProgrammingError):
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(0.1 * attempt)
+            else:
+                return
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
