@@ -49,6 +49,7 @@ import nats
 import psycopg
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage
+from nats.js.api import ConsumerInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -169,23 +170,31 @@ async def publish_all(settings: BrokerSettings, items: list[Any]) -> int:
 
 async def first_delivery(settings: BrokerSettings, consumer: str) -> float:
     """The moment the consumer is first seen to have delivered something."""
-    client = await nats.connect(NATS_URL)
-    jetstream = client.jetstream()
-    try:
-        while True:
-            try:
-                info = await jetstream.consumer_info(settings.intake_stream, consumer)
-            except nats.js.errors.NotFoundError:
-                info = None
-            if info and info.delivered.stream_seq > 0:
-                return time.perf_counter()
-            await asyncio.sleep(0.005)
-    finally:
-        await client.close()
+    await watch_consumer(settings, consumer, lambda info: delivered(info) > 0)
+    return time.perf_counter()
 
 
 async def drained(settings: BrokerSettings, consumer: str) -> None:
     """Return once the consumer has every delivery acked."""
+    await watch_consumer(
+        settings,
+        consumer,
+        lambda info: (
+            info.num_pending == 0 and info.num_ack_pending == 0 and delivered(info) > 0
+        ),
+    )
+
+
+def delivered(info: ConsumerInfo) -> int:
+    """The stream sequence of the last message the consumer delivered (0: none)."""
+    sequence = info.delivered.stream_seq if info.delivered else None
+    return sequence or 0
+
+
+async def watch_consumer(
+    settings: BrokerSettings, consumer: str, reached: Callable[[ConsumerInfo], bool]
+) -> None:
+    """Poll the consumer's state every 5 ms until `reached` holds."""
     client = await nats.connect(NATS_URL)
     jetstream = client.jetstream()
     try:
@@ -194,10 +203,9 @@ async def drained(settings: BrokerSettings, consumer: str) -> None:
                 info = await jetstream.consumer_info(settings.intake_stream, consumer)
             except nats.js.errors.NotFoundError:
                 info = None
-            settled = info and info.num_pending == 0 and info.num_ack_pending == 0
-            if settled and info.delivered.stream_seq > 0:
+            if info is not None and reached(info):
                 return
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
     finally:
         await client.close()
 

@@ -64,6 +64,23 @@ def rows_in(views: ViewDatabase) -> int:
     return int(row[0]) if row else 0
 
 
+def store_undecodable(ledger: Ledger, event_class: type) -> int:
+    """Store an event of `event_class` whose state is not JSON; its position."""
+    ledger.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=uuid.uuid4(),
+                originator_version=1,
+                topic=get_topic(event_class),
+                state=b"{this is not json",
+            )
+        ]
+    )
+    position = ledger.recorder.max_notification_id()
+    assert position is not None
+    return position
+
+
 def test_catching_up_twice_projects_each_message_once(ledger, views, staff, ada):
     for number in range(3):
         send(ledger, staff, ada, f"Visit {number}")
@@ -97,17 +114,7 @@ def test_a_poison_event_is_recorded_with_its_error_and_stepped_over(
     ledger, views, staff, ada
 ):
     send(ledger, staff, ada, "Before")
-    ledger.recorder.insert_events(
-        [
-            StoredEvent(
-                originator_id=uuid.uuid4(),
-                originator_version=1,
-                topic=get_topic(Message.Sent),
-                state=b"{this is not json",
-            )
-        ]
-    )
-    poison = ledger.recorder.max_notification_id()
+    poison = store_undecodable(ledger, Message.Sent)
     send(ledger, staff, ada, "After")
 
     ProjectionRunner(ledger, views, TIMELINE).catch_up()
@@ -283,16 +290,7 @@ def test_an_event_of_a_topic_the_projection_ignores_is_never_decoded(
     ledger, views, staff, ada
 ):
     send(ledger, staff, ada, "Before")
-    ledger.recorder.insert_events(
-        [
-            StoredEvent(
-                originator_id=uuid.uuid4(),
-                originator_version=1,
-                topic=get_topic(Customer.Updated),
-                state=b"{not json the timeline would choke on",
-            )
-        ]
-    )
+    store_undecodable(ledger, Customer.Updated)
     runner = ProjectionRunner(ledger, views, TIMELINE)
 
     runner.catch_up()
@@ -306,17 +304,7 @@ def test_a_poison_event_in_a_long_catch_up_is_recorded_and_the_rest_applied_once
     ledger, views, staff, ada
 ):
     before = [send(ledger, staff, ada, f"Before {n}") for n in range(4)]
-    ledger.recorder.insert_events(
-        [
-            StoredEvent(
-                originator_id=uuid.uuid4(),
-                originator_version=1,
-                topic=get_topic(Message.Sent),
-                state=b"{this is not json",
-            )
-        ]
-    )
-    poison = ledger.recorder.max_notification_id()
+    poison = store_undecodable(ledger, Message.Sent)
     after = [send(ledger, staff, ada, f"After {n}") for n in range(4)]
     runner = ProjectionRunner(ledger, views, TIMELINE, events_per_transaction=2)
 
