@@ -44,8 +44,8 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg import Connection, Cursor
-from psycopg.rows import DictRow, tuple_row
+from psycopg import Connection
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
 CREATE_ATTEMPTS = 5
@@ -141,16 +141,6 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
         self, connection: Connection[Any], options: dict[str, Any]
     ) -> None:
         """Write what must commit with the events, before them; nothing here."""
-
-    def _insert_stored_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **_: Any,
-    ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(self.array_insert_statement, self._columns(stored_events))
 
     @staticmethod
     def _columns(stored_events: Sequence[StoredEvent]) -> list[list[Any]]:

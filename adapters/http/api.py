@@ -48,7 +48,7 @@ from commands.models import (
     UpsertCustomer,
     parse,
 )
-from commands.send import preview_message, send_message
+from commands.send import preview_message
 from commands.templates import get_template, save_template
 from ledger.errors import InvalidCommand, LedgerError, NotFound
 from ledger.sms import count_segments
@@ -86,10 +86,7 @@ def send(
     """Queue an email or SMS to a customer; 201 when new, 200 for a repeat."""
     try:
         command = parse(SendMessage, request.command_fields(idempotency_key))
-        if services.sends is not None:
-            receipt = services.sends.send(principal, command)
-        else:
-            receipt = send_message(services.ledger, principal, command)
+        receipt = services.sends.send(principal, command)
     except LedgerError as exc:
         services.metrics.send_failures.labels(type(exc).__name__).inc()
         raise

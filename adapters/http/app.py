@@ -84,7 +84,7 @@ def create_app(
     )
     found_metrics = metrics or Metrics()
     app.state.services = Services(
-        ledger, settings, found_metrics, timeline, reports, threads, status, sends
+        ledger, settings, found_metrics, sends, timeline, reports, threads, status
     )
     install_error_handlers(app, pages.error_page)
     app.include_router(operations_router(ledger, found_metrics))

@@ -48,11 +48,11 @@ class Services:
     ledger: Ledger
     settings: WebSettings
     metrics: Metrics
+    sends: SendGroup
     timeline: TimelineReader
     reports: ReportReader | None = None
     threads: ThreadReader = read_threads
     status: StatusReader = read_report
-    sends: SendGroup | None = None
 
 
 def services(request: Request) -> Services:
