@@ -134,8 +134,12 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
         return [row["notification_id"] for row in rows]
 
     def _takes(self, options: dict[str, Any]) -> bool:
-        """Whether this insert handles these options itself (else the library does)."""
-        return not options
+        """Whether this insert handles these options itself (else the library does).
+
+        The library's `save` always passes `tracking`, None unless a consumer
+        of the log records its position; an option that is None asks nothing.
+        """
+        return not given(options)
 
     def _record_alongside(
         self, connection: Connection[Any], options: dict[str, Any]
@@ -206,7 +210,7 @@ class ArrayInsertProcessRecorder(ArrayInsertRecorder, PostgresProcessRecorder):
     """
 
     def _takes(self, options: dict[str, Any]) -> bool:
-        return set(options) <= {"tracking"}
+        return given(options) <= {"tracking"}
 
     def _record_alongside(
         self, connection: Connection[Any], options: dict[str, Any]
@@ -215,6 +219,11 @@ class ArrayInsertProcessRecorder(ArrayInsertRecorder, PostgresProcessRecorder):
         if tracking is not None:
             with connection.cursor() as cursor:
                 self._insert_tracking(cursor, tracking=tracking)
+
+
+def given(options: dict[str, Any]) -> set[str]:
+    """The names of the options that carry a value."""
+    return {name for name, value in options.items() if value is not None}
 
 
 def query_bytes(statement: object, connection: Connection[Any]) -> bytes:
