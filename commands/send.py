@@ -16,6 +16,7 @@ from typing import Any
 from commands.access import require
 from commands.application import Creation, Decision, Ledger
 from commands.directory import company_of
+from commands.message_ids import new_message_id
 from commands.models import MergeValue, SendMessage
 from commands.ports import now
 from commands.suppressions import check_not_suppressed
@@ -73,13 +74,14 @@ def decide_send(
     require(principal, Permission.CREATE)
     # Only a keyed command can come again, so only it needs a fingerprint.
     fingerprint = ""
-    message_id = uuid.uuid4()
     if command.idempotency_key:
         fingerprint = command.fingerprint()
         message_id = idempotent_message_id(principal.tenant_id, command.idempotency_key)
         original = ledger.load(Message, message_id)
         if original is not None:
             return Decision(repeat_of(original, command, fingerprint))
+    else:
+        message_id = new_message_id()
 
     draft = draft_message(ledger, principal, command)
     check_not_suppressed(
