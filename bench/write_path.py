@@ -3,7 +3,9 @@
 Runs full send commands (validated, rendered from a template, one Queued event
 each) and provider status reports from 1, 8 and 64 concurrent caller threads,
 on PostgreSQL and on SQLite, both ways in the same run, and prints commands/s,
-events/s, p50/p99 latency of one call and the ratio grouped / per command.
+events/s, p50/p99 latency of one call and the ratio grouped / per command. The
+64 callers' grouped sends are also run spread over --processes processes, each
+with its own committer on the one store, as a deployment scales out.
 
     .venv/bin/python bench/write_path.py            # the full run
     .venv/bin/python bench/write_path.py --quick    # a short run
@@ -14,6 +16,7 @@ It uses a PostgreSQL schema and a SQLite file of its own and removes both.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import shutil
@@ -189,7 +192,67 @@ def bench_ledger(backend: str) -> Iterator[Ledger]:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def bench_backend(backend: str, calls: int, callers_list: list[int]) -> list[Run]:
+def sender_process(
+    env: dict[str, str],
+    callers: int,
+    calls: int,
+    start: Any,
+    results: Any,
+) -> None:
+    """One process of a scaled-out run: its own ledger and group committer."""
+    ledger = Ledger(env=env)
+    try:
+        with GroupCommitter(ledger) as committer:
+
+            def call(number: int) -> None:
+                committer.send(STAFF, send_command(number))
+
+            drive(8, 100, call)
+            start.wait()
+            results.put(drive(callers, calls, call))
+    finally:
+        ledger.close()
+
+
+def scaled_out(
+    ledger: Ledger, backend: str, processes: int, callers: int, calls: int
+) -> Run:
+    """Grouped sends from `callers` threads spread over `processes` processes.
+
+    Each process has its own committer, as each `ledger serve` or broker
+    worker process would; they share the one store.
+    """
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes)
+    results = context.Queue()
+    children = [
+        context.Process(
+            target=sender_process,
+            args=(dict(ledger.env), callers // processes, calls // processes, start),
+            kwargs={"results": results},
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    measured = [results.get() for _ in children]
+    for child in children:
+        child.join()
+    return Run(
+        backend,
+        "send",
+        f"grouped x{processes}",
+        callers,
+        calls // processes * processes,
+        max(seconds for seconds, _, _ in measured),
+        [latency for _, latencies, _ in measured for latency in latencies],
+        sum(cpu for _, _, cpu in measured),
+    )
+
+
+def bench_backend(
+    backend: str, calls: int, callers_list: list[int], processes: int
+) -> list[Run]:
     runs: list[Run] = []
     with bench_ledger(backend) as ledger, GroupCommitter(ledger) as committer:
         prepare(ledger)
@@ -215,6 +278,9 @@ def bench_backend(backend: str, calls: int, callers_list: list[int]) -> list[Run
                     Run(backend, "send", mode, callers, count, seconds, latencies, cpu)
                 )
                 report(runs[-1])
+            if processes > 1 and callers == max(callers_list):
+                runs.append(scaled_out(ledger, backend, processes, callers, calls))
+                report(runs[-1])
 
         def report_on(number: int) -> RecordDeliveryEvent:
             return RecordDeliveryEvent(
@@ -239,6 +305,12 @@ def bench_backend(backend: str, calls: int, callers_list: list[int]) -> list[Run
     return runs
 
 
+def processes_of(run: Run) -> str:
+    """How many processes a run's grouped sends came from."""
+    _, _, count = run.mode.partition(" x")
+    return f"{count or 1} process" + ("es" if count else "")
+
+
 def report(run: Run) -> None:
     print(
         f"  {run.backend:8} {run.workload:6} {run.mode:11} callers={run.callers:<3}"
@@ -252,13 +324,14 @@ def table(runs: list[Run]) -> None:
     """Grouped beside per-command for each configuration, with the ratio."""
     print()
     print(
-        "| backend | workload | callers | per command /s | grouped /s | ratio "
+        "| backend | workload | callers | grouped in | per command /s | grouped /s "
+        "| ratio "
         "| grouped p50 ms | grouped p99 ms | per command p50 ms "
         "| CPU us/call grouped | CPU us/call per command |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
-        if run.mode != "grouped":
+        if not run.mode.startswith("grouped"):
             continue
         naive = next(
             r
@@ -268,7 +341,7 @@ def table(runs: list[Run]) -> None:
         )
         print(
             f"| {run.backend} | {run.workload} | {run.callers} "
-            f"| {naive.per_second:,.0f} | {run.per_second:,.0f} "
+            f"| {processes_of(run)} | {naive.per_second:,.0f} | {run.per_second:,.0f} "
             f"| {run.per_second / naive.per_second:.1f}x "
             f"| {run.percentile(0.5):.2f} | {run.percentile(0.99):.2f} "
             f"| {naive.percentile(0.5):.2f} "
@@ -304,13 +377,24 @@ def main() -> None:
         action="append",
         help="run only this many concurrent callers (repeatable); 1, 8, 64 by default",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="also run the most callers' grouped sends spread over this many "
+        "processes (each with its own committer, one store); 1 to skip",
+    )
     options = parser.parse_args()
     # Turn a polite kill into an exception, so the schema and file are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted"))
     calls = 600 if options.quick else 4000
     runs: list[Run] = []
     for backend in options.backend or ["postgres", "sqlite"]:
-        runs.extend(bench_backend(backend, calls, options.callers or list(CALLERS)))
+        runs.extend(
+            bench_backend(
+                backend, calls, options.callers or list(CALLERS), options.processes
+            )
+        )
     table(runs)
 
 

@@ -95,20 +95,15 @@ class Intake:
         """
         deliveries = [delivery_of(message) for message in messages]
         outcomes = await self.carry_out(deliveries)
-        await asyncio.gather(
-            *(
-                self.settle(message, delivery, verdict_of(outcome))
-                for message, delivery, outcome in zip(
-                    messages, deliveries, outcomes, strict=True
-                )
-            )
-        )
-        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        # One after another: an ack only queues a few bytes for the client's
+        # flusher, so a task per delivery would cost more than it overlaps.
+        for message, delivery, outcome in zip(
+            messages, deliveries, outcomes, strict=True
+        ):
+            verdict = verdict_of(outcome)
+            await self.settle(message, delivery, verdict)
             logger.debug(
-                "%s on %s: %s",
-                delivery.command_id,
-                delivery.subject,
-                verdict_of(outcome).fate,
+                "%s on %s: %s", delivery.command_id, delivery.subject, verdict.fate
             )
 
     async def carry_out(self, deliveries: list[Delivery]) -> list[object]:
