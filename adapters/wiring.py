@@ -12,6 +12,7 @@ from adapters.store import prepare_store, store_environment
 from commands.application import Ledger
 from commands.ports import MEGABYTE, SendPolicy
 from ledger.errors import LedgerError
+from projections.threading_index import ThreadingViews
 
 DEFAULT_HOME = Path("var")
 
@@ -69,10 +70,16 @@ def whole_number(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def build_ledger(settings: Settings) -> Ledger:
-    """The ledger application on the configured store and blob directory."""
+    """The ledger application on the configured store and blob directory.
+
+    Inbound threading looks addresses and outbound messages up in the
+    directory and timeline views, reading only the log they have not reached.
+    """
     prepare_store(settings.database_url)
+    env = store_environment(settings.database_url)
     return Ledger(
-        env=store_environment(settings.database_url),
+        env=env,
         policy=settings.policy,
         blobs=FileBlobStore(settings.blob_dir),
+        threading_index=ThreadingViews(env),
     )

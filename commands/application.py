@@ -38,7 +38,13 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import EnvType
 
 from commands.encoding import LedgerTranscoder
-from commands.ports import BatchReader, BlobStore, MemoryBlobStore, SendPolicy
+from commands.ports import (
+    BatchReader,
+    BlobStore,
+    MemoryBlobStore,
+    SendPolicy,
+    ThreadingIndex,
+)
 from ledger.errors import InvalidTransition, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -99,11 +105,18 @@ class Ledger(Application[UUID]):
         *,
         policy: SendPolicy | None = None,
         blobs: BlobStore | None = None,
+        threading_index: ThreadingIndex | None = None,
     ) -> None:
         super().__init__(env)
         self.policy = policy or SendPolicy()
         self.blobs = blobs or MemoryBlobStore()
+        self.threading_index = threading_index
         self._read_scope = threading.local()
+
+    def close(self) -> None:
+        if self.threading_index is not None:
+            self.threading_index.close()
+        super().close()
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, written faster (see commands.encoding)."""

@@ -159,3 +159,41 @@ class SmsProvider(Protocol):
     async def send_sms(self, sms: OutgoingSms) -> SendOutcome: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboundSummary:
+    """What inbound threading compares of an outbound message."""
+
+    message_id: UUID
+    occurred_at: datetime
+    channel: str
+    sender: str
+    to: list[str]
+    subject: str | None
+
+
+class ThreadingIndex(Protocol):
+    """Read models that spare inbound threading a scan of the whole log.
+
+    Each answer comes with the log position it is complete to; the caller
+    reads the log after that position itself, so a lagging read model never
+    hides a change. None means the read model has not been built yet, and the
+    caller reads the whole log.
+    """
+
+    def address_owners(
+        self, tenant_id: str, channel: str, address: str
+    ) -> tuple[dict[UUID, str], int] | None:
+        """Customers (aggregate id: customer key) whose current address it is."""
+        ...
+
+    def outbound_messages(
+        self, tenant_id: str, customer_id: str, channel: str
+    ) -> tuple[list[OutboundSummary], int] | None:
+        """The customer's outbound messages on the channel, in log order."""
+        ...
+
+    def close(self) -> None:
+        """Let go of any connection the index holds."""
+        ...

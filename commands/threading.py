@@ -12,9 +12,11 @@ An SMS is threaded by the pair (customer number, our number) to the latest
 outbound SMS between them. An address that several customers share is not
 guessed at: the message goes to the unmatched list.
 
-Customers are found by address with a scan of the directory's events, and
-candidate messages with a scan of the creation events, as commands.history
-does: correct, and linear in the size of the log.
+Customers are found by address, and a customer's outbound messages listed,
+from the ledger's `ThreadingIndex` (the directory and timeline views) up to
+the position it is complete to, and from the log after that position. Without
+an index, or before its views are built, the whole log's directory and
+creation events are read: correct, and linear in the size of the log.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -34,7 +37,7 @@ from commands.application import Decision, Ledger
 from commands.history import creation_events
 from commands.inbound import decide_inbound, inbound_message_id
 from commands.models import RecordInbound
-from commands.ports import now
+from commands.ports import OutboundSummary, now
 from ledger.directory import Customer
 from ledger.errors import InvalidTransition, NotFound
 from ledger.mail_identity import (
@@ -146,10 +149,8 @@ def thread_email(
             ledger,
             tenant_id,
             customer_id,
-            lambda event: (
-                event.channel == Channel.EMAIL.value
-                and normal_subject(event.subject) == subject
-            ),
+            Channel.EMAIL,
+            lambda message: normal_subject(message.subject) == subject,
         )
         if answered_id is not None:
             return Thread(customer_id, answered_id, "sender-and-subject")
@@ -166,11 +167,8 @@ def thread_sms(ledger: Ledger, tenant_id: str, sms: InboundSms) -> Thread:
         ledger,
         tenant_id,
         customer_id,
-        lambda event: (
-            event.channel == Channel.SMS.value
-            and event.sender == sms.our_number
-            and sms.sender in event.to
-        ),
+        Channel.SMS,
+        lambda message: message.sender == sms.our_number and sms.sender in message.to,
     )
     if answered_id is None:
         return Thread(customer_id, None, "sender")
@@ -222,23 +220,52 @@ def customers_owning(
 ) -> list[str]:
     """The tenant's customers whose current email or cell phone is `address`."""
     wanted = address.strip().lower()
-    registered: dict[uuid.UUID, str] = {}
-    current: dict[uuid.UUID, str | None] = {}
-    for event in directory_events(ledger):
+    owners, start = indexed_owners(ledger, tenant_id, channel, wanted)
+
+    # Registered and Updated both carry the whole contact record, so each
+    # event read after the index's answer settles its customer either way.
+    keys: dict[uuid.UUID, str | None] = {}
+    for event in directory_events(ledger, start):
+        customer = event.originator_id
         if isinstance(event, Customer.Registered):
-            if event.tenant_id != tenant_id:
-                continue
-            registered[event.originator_id] = event.customer_id
-        elif event.originator_id not in registered:
+            keys[customer] = event.customer_id if event.tenant_id == tenant_id else None
+        elif customer not in keys:
+            keys[customer] = customer_key_in(ledger, tenant_id, customer)
+        key = keys[customer]
+        if key is None:
             continue
         value = event.email if channel == Channel.EMAIL else event.cell_phone
-        current[event.originator_id] = value and value.lower()
-    return sorted(registered[key] for key, value in current.items() if value == wanted)
+        if value and value.lower() == wanted:
+            owners[customer] = key
+        else:
+            owners.pop(customer, None)
+    return sorted(owners.values())
 
 
-def directory_events(ledger: Ledger) -> Iterator[Any]:
-    """Every customer Registered and Updated event, oldest first."""
-    start = 1
+def indexed_owners(
+    ledger: Ledger, tenant_id: str, channel: Channel, address: str
+) -> tuple[dict[uuid.UUID, str], int]:
+    """The owners the index knows of, and the log position to read on from."""
+    index = ledger.threading_index
+    found = None
+    if index is not None:
+        found = index.address_owners(tenant_id, channel.value, address)
+    if found is None:
+        return {}, 1
+    owners, position = found
+    return owners, position + 1
+
+
+def customer_key_in(ledger: Ledger, tenant_id: str, customer: uuid.UUID) -> str | None:
+    """The customer's key if the customer is the tenant's, else None."""
+    found = ledger.load(Customer, customer)
+    if found is None or found.tenant_id != tenant_id:
+        return None
+    return found.customer_id
+
+
+def directory_events(ledger: Ledger, start: int = 1) -> Iterator[Any]:
+    """Every customer Registered and Updated event from `start`, oldest first."""
     while True:
         page = ledger.recorder.select_notifications(
             start, SCAN_PAGE, topics=DIRECTORY_TOPICS
@@ -251,18 +278,55 @@ def directory_events(ledger: Ledger) -> Iterator[Any]:
 
 
 def latest_outbound(
-    ledger: Ledger, tenant_id: str, customer_id: str, fits: Any
+    ledger: Ledger,
+    tenant_id: str,
+    customer_id: str,
+    channel: Channel,
+    fits: Callable[[OutboundSummary], bool],
 ) -> uuid.UUID | None:
     """The newest outbound message to the customer that `fits` accepts."""
-    best: tuple[datetime, uuid.UUID] | None = None
-    for event in creation_events(ledger):
+    indexed, start = indexed_outbound(ledger, tenant_id, customer_id, channel)
+    best: OutboundSummary | None = None
+    later = outbound_after(ledger, tenant_id, customer_id, start)
+    for message in chain(indexed, later):
+        if message.channel != channel.value or not fits(message):
+            continue
+        if best is None or message.occurred_at >= best.occurred_at:
+            best = message
+    return None if best is None else best.message_id
+
+
+def indexed_outbound(
+    ledger: Ledger, tenant_id: str, customer_id: str, channel: Channel
+) -> tuple[list[OutboundSummary], int]:
+    """The messages the index knows of, and the log position to read on from."""
+    index = ledger.threading_index
+    found = None
+    if index is not None:
+        found = index.outbound_messages(tenant_id, customer_id, channel.value)
+    if found is None:
+        return [], 1
+    messages, position = found
+    return messages, position + 1
+
+
+def outbound_after(
+    ledger: Ledger, tenant_id: str, customer_id: str, start: int
+) -> Iterator[OutboundSummary]:
+    """The customer's outbound messages created at log position `start` or later."""
+    for event in creation_events(ledger, start):
         if not isinstance(event, Message.Queued):
             continue
         if event.tenant_id != tenant_id or event.customer_id != customer_id:
             continue
-        if fits(event) and (best is None or event.occurred_at >= best[0]):
-            best = (event.occurred_at, event.originator_id)
-    return best and best[1]
+        yield OutboundSummary(
+            message_id=event.originator_id,
+            occurred_at=event.occurred_at,
+            channel=event.channel,
+            sender=event.sender,
+            to=list(event.to),
+            subject=event.subject,
+        )
 
 
 def record_email(
@@ -426,10 +490,8 @@ def thread_import(
             ledger,
             tenant_id,
             customer_id,
-            lambda event: (
-                event.channel == Channel.EMAIL.value
-                and normal_subject(event.subject) == subject
-            ),
+            Channel.EMAIL,
+            lambda message: normal_subject(message.subject) == subject,
         )
         if answered_id is not None:
             return Thread(customer_id, answered_id, "customer-and-subject")

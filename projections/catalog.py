@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.errors import ProjectionError
+from projections.directory import DirectoryProjection
 from projections.reporting import ReportingProjection
 from projections.runtime import Projection
 from projections.timeline import TimelineProjection
 
 PROJECTIONS: dict[str, Projection[Any]] = {
     projection.name: projection
-    for projection in (TimelineProjection(), ReportingProjection())
+    for projection in (
+        TimelineProjection(),
+        ReportingProjection(),
+        DirectoryProjection(),
+    )
 }
 
 

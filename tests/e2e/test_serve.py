@@ -183,6 +183,7 @@ def test_serve_runs_the_broker_only_when_nats_is_configured(tmp_path):
         "provider-links",
         "projection-timeline",
         "projection-reporting",
+        "projection-directory",
     }
     assert set(with_nats) == set(plain) | {"broker"}
 
