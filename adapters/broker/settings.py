@@ -39,6 +39,7 @@ class BrokerSettings:
     consumer: Literal["pull", "push"] = "pull"
     batch_size: int = 256
     pullers: int = 3
+    max_in_flight: int = 8192
     pull_wait: float = 0.5
     duplicate_window: float = 120.0
     max_deliveries: int = 5
@@ -59,6 +60,12 @@ class BrokerSettings:
             raise BadBrokerSetting(
                 "max_deliveries, batch_size and pullers must be 1 or more; raise them."
             )
+        if self.max_in_flight < self.batch_size:
+            raise BadBrokerSetting(
+                f"max_in_flight ({self.max_in_flight}) is below batch_size "
+                f"({self.batch_size}), so no whole batch could be handed out; "
+                "raise LEDGER_BROKER_MAX_IN_FLIGHT."
+            )
         consumer_kind(self.consumer)
 
     @classmethod
@@ -71,6 +78,7 @@ class BrokerSettings:
             consumer=consumer_kind(env.get("LEDGER_BROKER_CONSUMER", "pull")),
             batch_size=whole(env, "LEDGER_BROKER_BATCH", cls.batch_size),
             pullers=whole(env, "LEDGER_BROKER_PULLERS", cls.pullers),
+            max_in_flight=whole(env, "LEDGER_BROKER_MAX_IN_FLIGHT", cls.max_in_flight),
             max_deliveries=whole(
                 env, "LEDGER_BROKER_MAX_DELIVERIES", cls.max_deliveries
             ),

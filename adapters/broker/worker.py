@@ -255,6 +255,36 @@ async def ensure_streams(jetstream: JetStreamContext, settings: BrokerSettings) 
             await jetstream.update_stream(config)
 
 
+async def update_consumer(
+    jetstream: JetStreamContext, settings: BrokerSettings, durable: str
+) -> None:
+    """Bring an existing intake consumer's limits up to the settings.
+
+    `pull_subscribe` creates a missing consumer with them but binds to an
+    existing one as it is. Its `max_ack_pending` caps the deliveries handed
+    out and not yet acknowledged across every worker process bound to it, so
+    a cap left from an older, smaller setting would starve added processes.
+    """
+    try:
+        info = await jetstream.consumer_info(settings.intake_stream, durable)
+    except NotFoundError:
+        return
+    config = info.config
+    if (config.max_ack_pending, config.ack_wait) == (
+        settings.max_in_flight,
+        settings.ack_wait,
+    ):
+        return
+    config.max_ack_pending = settings.max_in_flight
+    config.ack_wait = settings.ack_wait
+    await jetstream.add_consumer(settings.intake_stream, config=config)
+    logger.info(
+        "intake consumer %s now allows %s deliveries in flight",
+        durable,
+        settings.max_in_flight,
+    )
+
+
 IntakeContext = Annotated[Intake, Context(INTAKE_CONTEXT)]
 
 
@@ -278,7 +308,7 @@ def build_broker(
     def consumer() -> ConsumerConfig:
         # A fresh config each: faststream writes the consumer's name into it.
         return ConsumerConfig(
-            ack_wait=settings.ack_wait, max_ack_pending=settings.batch_size * 4
+            ack_wait=settings.ack_wait, max_ack_pending=settings.max_in_flight
         )
 
     @broker.subscriber(
@@ -413,18 +443,19 @@ class BrokerWorker:
             await self.broker.start()
         else:
             for kind, suffix in INTAKE_KINDS:
+                durable = f"{self.settings.stream_prefix}_{kind}"
+                await update_consumer(jetstream, self.settings, durable)
                 # Several pullers bound to one durable consumer: while one
                 # batch waits for its transaction, the next is fetched and
                 # decided, so the database and the decisions overlap.
                 for _ in range(self.settings.pullers):
                     subscription = await jetstream.pull_subscribe(
                         self.settings.subject("*", suffix),
-                        durable=f"{self.settings.stream_prefix}_{kind}",
+                        durable=durable,
                         stream=self.settings.intake_stream,
                         config=ConsumerConfig(
                             ack_wait=self.settings.ack_wait,
-                            max_ack_pending=self.settings.batch_size
-                            * (self.settings.pullers + 1),
+                            max_ack_pending=self.settings.max_in_flight,
                         ),
                     )
                     self.tasks.append(

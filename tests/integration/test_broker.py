@@ -562,3 +562,24 @@ def test_two_workers_sharing_the_intake_record_each_command_once(
         None, 1000, topics=["ledger.message:Message.Queued"]
     )
     assert len(queued) == commands
+
+
+def test_a_worker_raises_the_in_flight_cap_of_an_existing_intake_consumer(
+    ledger: Ledger, broker_settings: BrokerSettings
+) -> None:
+    """The cap is shared by every process on the consumer; an old one would starve."""
+    durable = f"{broker_settings.stream_prefix}_send"
+
+    def cap_after_a_run(max_in_flight: int) -> int:
+        settings = dataclasses.replace(broker_settings, max_in_flight=max_in_flight)
+
+        async def read_cap(harness: Harness) -> int:
+            info = await harness.jetstream.consumer_info(
+                settings.intake_stream, durable
+            )
+            return info.config.max_ack_pending
+
+        return run_with_worker(ledger, settings, read_cap, publish_status=False)
+
+    assert cap_after_a_run(512) == 512
+    assert cap_after_a_run(4096) == 4096
