@@ -23,7 +23,9 @@ retries of a lost connection and the same error types.
 
 from __future__ import annotations
 
+import random
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -44,8 +46,8 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg import Connection
-from psycopg.rows import tuple_row
+from psycopg import Connection, Cursor
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
 CREATE_ATTEMPTS = 5
@@ -94,14 +96,16 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
         ).format(**names)
 
     def create_table(self) -> None:
-        """The library's tables, created again if another process raced us.
+        """The library's tables, created by one process at a time.
 
         Processes started together on one database (a server and its
         workers) all run the same `CREATE … IF NOT EXISTS` statements; when
         they meet, PostgreSQL fails all but one ("tuple concurrently
         updated", "relation … already exists", a duplicate catalog entry).
-        The statements are idempotent, so the loser runs them again; an
-        error that is not such a race fails every attempt and is raised.
+        `_create_table` makes them take turns. Should a race come from
+        elsewhere (another tool's DDL), the statements are idempotent, so
+        they are run again after a random pause; an error that is not such a
+        race fails every attempt and is raised.
         """
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
@@ -109,9 +113,16 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             except (InternalError, IntegrityError, ProgrammingError):
                 if attempt == CREATE_ATTEMPTS:
                     raise
-                time.sleep(0.1 * attempt)
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
             else:
                 return
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # A transaction-scoped advisory lock per schema, taken first in the
+        # library's DDL transaction: creators of one schema queue here.
+        key = zlib.crc32(f"ledger-ddl:{self.datastore.schema}".encode())
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", [key], prepare=False)
+        super()._create_table(curs)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
