@@ -511,20 +511,29 @@ def resend(
     out.print(f"Queued message {receipt.message_id}, a resend of {message_id}.")
 
 
+ScopeOption = Annotated[
+    str,
+    typer.Option(help="all (every message on the channel) or marketing (only)."),
+]
+
+
 @app.command("suppress")
 def suppress_address(
     channel: Annotated[Channel, typer.Argument(help="email or sms.")],
     address: Annotated[str, typer.Argument(help="Email address or phone number.")],
     reason: Annotated[str, typer.Option(help="Why.")],
+    scope: ScopeOption = "all",
     company: CompanyOption = "demo",
     user: UserOption = None,
 ) -> None:
-    """Stop all messages to an address on a channel."""
+    """Stop messages to an address on a channel: all of them, or marketing only."""
     command = parse_cli(
-        lambda: Suppress(channel=channel, address=address, reason=reason)
+        lambda: Suppress.model_validate(
+            {"channel": channel, "address": address, "reason": reason, "scope": scope}
+        )
     )
     result = run(lambda lg: suppress(lg, principal_for(company, user), command))
-    out.print(f"{result.address} is suppressed for {result.channel}.")
+    out.print(f"{result.address} is suppressed for {result.channel} ({result.scope}).")
 
 
 @app.command("unsuppress")
@@ -532,12 +541,15 @@ def unsuppress_address(
     channel: Annotated[Channel, typer.Argument(help="email or sms.")],
     address: Annotated[str, typer.Argument(help="Email address or phone number.")],
     reason: Annotated[str, typer.Option(help="Why.")],
+    scope: ScopeOption = "all",
     company: CompanyOption = "demo",
     user: UserOption = None,
 ) -> None:
-    """Allow messages to a suppressed address again."""
+    """Allow messages to a suppressed address again, in the scope it was stopped."""
     command = parse_cli(
-        lambda: Unsuppress(channel=channel, address=address, reason=reason)
+        lambda: Unsuppress.model_validate(
+            {"channel": channel, "address": address, "reason": reason, "scope": scope}
+        )
     )
     result = run(lambda lg: unsuppress(lg, principal_for(company, user), command))
     out.print(f"{result.address} may be messaged by {result.channel} again.")

@@ -45,10 +45,10 @@ from commands.delivery import Outcome, decide_delivery_event
 from commands.models import RecordDeliveryEvent, SendMessage
 from commands.read_cache import ReadCache
 from commands.send import SendReceipt, address, decide_send
+from commands.suppressions import suppression_ids
 from ledger.directory import Company, Customer
 from ledger.errors import LedgerError, StoreUnavailable
 from ledger.message import idempotent_message_id
-from ledger.suppression import Suppression
 from ledger.template import Template
 from ledger.values import Permission, Principal
 
@@ -434,10 +434,9 @@ def suppression_reads(
     if company is None or customer is None:
         return []
     draft = address(company, customer, command)
-    return [
-        Suppression.id_for(tenant, draft.channel, recipient)
-        for recipient in draft.to + draft.cc + draft.bcc
-    ]
+    return suppression_ids(
+        tenant, draft.channel, draft.to + draft.cc + draft.bcc, command.category
+    )
 
 
 def message_ids(command: RecordDeliveryEvent) -> list[UUID]:

@@ -126,20 +126,25 @@ class SaveTemplate(Command):
     description: str = ""
 
 
+SuppressionScope = Literal["all", "marketing"]
+
+
 class Suppress(Command):
-    """Stop all messages on a channel to an address."""
+    """Stop messages on a channel to an address: all of them, or marketing only."""
 
     channel: Channel
     address: Annotated[str, Field(min_length=1, max_length=320)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+    scope: SuppressionScope = "all"
 
 
 class Unsuppress(Command):
-    """Allow messages to a suppressed address again."""
+    """Allow messages to a suppressed address again (in the scope it was stopped)."""
 
     channel: Channel
     address: Annotated[str, Field(min_length=1, max_length=320)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+    scope: SuppressionScope = "all"
 
 
 ProviderOutcome = Literal["sent", "delivered", "opened", "bounced", "failed"]

@@ -85,7 +85,11 @@ def decide_send(
 
     draft = draft_message(ledger, principal, command)
     check_not_suppressed(
-        ledger, principal.tenant_id, draft.channel, draft.to + draft.cc + draft.bcc
+        ledger,
+        principal.tenant_id,
+        draft.channel,
+        draft.to + draft.cc + draft.bcc,
+        command.category,
     )
     attachments = store_attachments(ledger, command)
 

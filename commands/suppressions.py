@@ -13,7 +13,7 @@ from ledger.addresses import normalise_email, normalise_phone
 from ledger.directory import Company
 from ledger.errors import NotFound, RecipientSuppressed
 from ledger.message import Message
-from ledger.suppression import Suppression
+from ledger.suppression import ALL, MARKETING, Suppression, scopes_stopping
 from ledger.values import Channel, Permission, Principal
 
 
@@ -32,7 +32,13 @@ def suppress(ledger: Ledger, principal: Principal, command: Suppress) -> Suppres
     source = principal.user_id or "System"
     return ledger.execute(
         lambda: decide_suppression(
-            ledger, company.tenant_id, command.channel, address, command.reason, source
+            ledger,
+            company.tenant_id,
+            command.channel,
+            address,
+            command.reason,
+            source,
+            command.scope,
         )
     )
 
@@ -44,8 +50,9 @@ def decide_suppression(
     address: str,
     reason: str,
     source: str,
+    scope: str = ALL,
 ) -> Decision[Suppression]:
-    suppression_id = Suppression.id_for(tenant_id, channel, address)
+    suppression_id = Suppression.id_for(tenant_id, channel, address, scope)
     suppression = ledger.load(Suppression, suppression_id)
     if suppression is None:
         suppression = Suppression._create(
@@ -54,6 +61,7 @@ def decide_suppression(
             tenant_id=tenant_id,
             channel=channel.value,
             address=address,
+            scope=scope,
             reason=reason,
             source=source,
             occurred_at=now(),
@@ -67,13 +75,15 @@ ONE_CLICK_SOURCE = "list-unsubscribe-post"
 
 
 def unsubscribe_by_link(ledger: Ledger, message_id: uuid.UUID) -> list[Suppression]:
-    """Suppress the recipients of a marketing email whose one-click link was used.
+    """Stop marketing email to the recipients of the email whose one-click link
+    was used.
 
     The caller has checked the link's signature, which names the message (RFC
-    8058). Its To recipients are suppressed on its channel, for its tenant, in
-    one transaction. An address already suppressed is left as it is, so a mail
-    client that posts the link twice records nothing the second time. Only
-    marketing email carries the link: any other message is answered NotFound.
+    8058). Its To recipients are suppressed for marketing on its channel, for
+    its tenant, in one transaction; transactional email still reaches them. An
+    address already suppressed is left as it is, so a mail client that posts
+    the link twice records nothing the second time. Only marketing email
+    carries the link: any other message is answered NotFound.
     """
 
     def decide() -> Decision[list[Suppression]]:
@@ -89,6 +99,7 @@ def unsubscribe_by_link(ledger: Ledger, message_id: uuid.UUID) -> list[Suppressi
                 address,
                 reason,
                 ONE_CLICK_SOURCE,
+                MARKETING,
             )
             for address in dict.fromkeys(a.lower() for a in message.to)
         ]
@@ -110,23 +121,44 @@ def unsuppress(
 
     def decide() -> Decision[Suppression]:
         suppression = ledger.load(
-            Suppression, Suppression.id_for(company.tenant_id, command.channel, address)
+            Suppression,
+            Suppression.id_for(
+                company.tenant_id, command.channel, address, command.scope
+            ),
         )
         if suppression is None or not suppression.active:
-            raise NotFound("suppression", f"{command.channel.value} {address}")
+            raise NotFound(
+                "suppression", f"{command.channel.value} {address} ({command.scope})"
+            )
         suppression.lift(command.reason, source, now())
         return Decision(suppression, [suppression])
 
     return ledger.execute(decide)
 
 
+def suppression_ids(
+    tenant_id: str, channel: Channel, addresses: list[str], category: str
+) -> list[uuid.UUID]:
+    """The suppressions that could stop a message of `category` to these addresses."""
+    return [
+        Suppression.id_for(tenant_id, channel, address, scope)
+        for address in addresses
+        for scope in scopes_stopping(category)
+    ]
+
+
 def check_not_suppressed(
-    ledger: Ledger, tenant_id: str, channel: Channel, addresses: list[str]
+    ledger: Ledger,
+    tenant_id: str,
+    channel: Channel,
+    addresses: list[str],
+    category: str = "transactional",
 ) -> None:
-    """Refuse a send that names any suppressed address."""
+    """Refuse a message of `category` that names any address suppressed for it."""
     for address in addresses:
-        suppression = ledger.load(
-            Suppression, Suppression.id_for(tenant_id, channel, address)
-        )
-        if suppression is not None and suppression.active:
-            raise RecipientSuppressed(channel.value, address, suppression.reason)
+        for scope in scopes_stopping(category):
+            suppression = ledger.load(
+                Suppression, Suppression.id_for(tenant_id, channel, address, scope)
+            )
+            if suppression is not None and suppression.active:
+                raise RecipientSuppressed(channel.value, address, suppression.reason)

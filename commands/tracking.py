@@ -41,7 +41,7 @@ from ledger.mail_identity import parse_message_id_header
 from ledger.message import Message
 from ledger.provider_events import ProviderMessage
 from ledger.provider_settings import DEFAULT_HELP_TEXT, ProviderSettings
-from ledger.suppression import Suppression
+from ledger.suppression import ALL, MARKETING, Suppression
 from ledger.values import Channel, Permission, Principal
 
 logger = logging.getLogger(__name__)
@@ -308,6 +308,7 @@ def suppress(loaded: Loaded, tenant_id: str, report: ProviderReport) -> None:
                 tenant_id=tenant_id,
                 channel=report.channel.value,
                 address=address,
+                scope=ALL,
                 reason=reason,
                 source=source,
                 occurred_at=now(),
@@ -615,6 +616,7 @@ def record_mail_unsubscribe(
             address.lower(),
             "unsubscribed by email (List-Unsubscribe)",
             "list-unsubscribe",
+            MARKETING if message.category == MARKETING else ALL,
         )
         ledger.execute(decision)
         key = f"list-unsubscribe:{message_id}:{address.lower()}"

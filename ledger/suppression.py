@@ -23,35 +23,62 @@ def exempt_from_suppression(trigger: str | None) -> bool:
     return trigger in EXEMPT_TRIGGERS
 
 
+# What a suppression stops: every message on its channel, or only marketing.
+# An unsubscribe from a marketing email stops marketing alone, so receipts and
+# appointment confirmations still arrive; bounces, spam reports, STOP and
+# staff stop everything.
+ALL = "all"
+MARKETING = "marketing"
+SCOPES = (ALL, MARKETING)
+
+
+def scopes_stopping(category: str) -> tuple[str, ...]:
+    """The suppression scopes that stop a message of this category."""
+    return SCOPES if category == MARKETING else (ALL,)
+
+
 class Suppression(Aggregate):
-    """One address on one channel of one tenant; added, lifted, added again."""
+    """One address on one channel of one tenant, in one scope; added, lifted,
+    added again."""
 
     if TYPE_CHECKING:
         tenant_id: str
         channel: str
         address: str
+        scope: str
         reason: str
         active: bool
 
     @staticmethod
     @lru_cache(maxsize=65536)
-    def id_for(tenant_id: str, channel: str, address: str) -> uuid.UUID:
+    def id_for(
+        tenant_id: str, channel: str, address: str, scope: str = ALL
+    ) -> uuid.UUID:
         key = f"{tenant_id}\x1f{channel}\x1f{address.lower()}"
+        if scope != ALL:
+            key += f"\x1f{scope}"
         return uuid.uuid5(SUPPRESSION_NAMESPACE, key)
 
     class Added(Aggregate.Created):
-        class_version = 1
+        class_version = 2
         tenant_id: str
         channel: str
         address: str
+        scope: str
         reason: str
         source: str
         occurred_at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            """Suppressions recorded before scopes stopped everything."""
+            state["scope"] = ALL
 
         def apply(self, suppression: Suppression) -> None:
             suppression.tenant_id = self.tenant_id
             suppression.channel = self.channel
             suppression.address = self.address
+            suppression.scope = self.scope
             suppression.activate(self.reason)
 
     class Reinstated(Aggregate.Event):

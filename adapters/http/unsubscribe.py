@@ -6,8 +6,9 @@ where the token is the message id and its MAC under LEDGER_REPLY_SECRET, the
 same token as the message's signed reply address. The routes live at the path
 of LEDGER_UNSUBSCRIBE_URL (`/unsubscribe` when it is unset).
 
-- POST with the body `List-Unsubscribe=One-Click` suppresses the message's
-  recipients (commands.suppressions.unsubscribe_by_link). Mail clients post it
+- POST with the body `List-Unsubscribe=One-Click` stops marketing email to the
+  message's recipients (commands.suppressions.unsubscribe_by_link); receipts,
+  confirmations and other transactional email still reach them. Mail clients post it
   without cookies or any other credential: the signature is the credential.
   Repeats record nothing more.
 - GET shows a page asking to confirm, whose button posts the same body. A GET
@@ -32,12 +33,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from adapters.http.pages import templates
 from commands.application import Ledger
-from commands.suppressions import unsubscribe_by_link
+from commands.suppressions import check_not_suppressed, unsubscribe_by_link
 from ledger.directory import Company
-from ledger.errors import LedgerError, NotFound
+from ledger.errors import LedgerError, NotFound, RecipientSuppressed
 from ledger.mail_identity import MAC_LENGTH, REPLY_PREFIX, parse_reply_address
 from ledger.message import Message
-from ledger.suppression import Suppression
+from ledger.suppression import MARKETING
+from ledger.values import Channel
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +123,20 @@ def company_name(ledger: Ledger, tenant_id: str) -> str:
 
 
 def already_suppressed(ledger: Ledger, message: Message) -> bool:
-    """Whether every recipient of the message is suppressed on its channel now."""
+    """Whether marketing email on the message's channel reaches none of its
+    recipients now."""
     for address in message.to:
-        suppression = ledger.load(
-            Suppression, Suppression.id_for(message.tenant_id, message.channel, address)
-        )
-        if suppression is None or not suppression.active:
-            return False
+        try:
+            check_not_suppressed(
+                ledger,
+                message.tenant_id,
+                Channel(message.channel),
+                [address],
+                MARKETING,
+            )
+        except RecipientSuppressed:
+            continue
+        return False
     return True
 
 

@@ -27,7 +27,7 @@ from commands.models import SendMessage
 from commands.send import send_message
 from commands.suppressions import ONE_CLICK_SOURCE
 from ledger.errors import LedgerError, RecipientSuppressed
-from ledger.suppression import Suppression
+from ledger.suppression import ALL, MARKETING, Suppression
 from ledger.values import Channel, Principal
 from tests.integration.smtp_sink import Sink, smtp_server
 
@@ -110,9 +110,11 @@ def one_click_path(sink: Sink) -> str:
     return url.path
 
 
-def suppression_of(ledger: Ledger, address: str) -> Suppression | None:
+def suppression_of(
+    ledger: Ledger, address: str, scope: str = MARKETING
+) -> Suppression | None:
     return ledger.load(
-        Suppression, Suppression.id_for("brightside", Channel.EMAIL, address)
+        Suppression, Suppression.id_for("brightside", Channel.EMAIL, address, scope)
     )
 
 
@@ -120,7 +122,7 @@ def events_in(ledger: Ledger) -> int:
     return ledger.recorder.max_notification_id() or 0
 
 
-def test_the_one_click_post_suppresses_the_recipient_and_later_sends_are_refused(
+def test_the_one_click_post_stops_marketing_to_the_recipient_but_not_receipts(
     site, ledger, staff, ada, mailed
 ):
     _, sink = mailed
@@ -137,8 +139,21 @@ def test_the_one_click_post_suppresses_the_recipient_and_later_sends_are_refused
     assert isinstance(added, Suppression.Added)
     assert added.source == ONE_CLICK_SOURCE
     assert "one-click link" in added.reason
+    assert added.scope == MARKETING
+    assert suppression_of(ledger, ADA, ALL) is None
     with pytest.raises(RecipientSuppressed):
         send_message(ledger, staff, newsletter(ada, subject="Summer offer"))
+    receipt = send_message(
+        ledger,
+        staff,
+        SendMessage(
+            customer_id=ada,
+            channel=Channel.EMAIL,
+            subject="Your receipt",
+            body="Thank you for your payment.",
+        ),
+    )
+    assert receipt.created
 
 
 def test_posting_the_link_again_records_nothing_more(site, ledger, mailed):
@@ -164,7 +179,7 @@ def test_opening_the_link_asks_to_confirm_and_records_nothing(site, ledger, mail
     assert page.status_code == 200
     assert '<form method="post">' in page.text
     assert 'name="List-Unsubscribe" value="One-Click"' in page.text
-    assert "Brightside Dental will send no more email to" in page.text
+    assert "Brightside Dental will send no more marketing email to" in page.text
     assert events_in(ledger) == before
     assert suppression_of(ledger, ADA) is None
 

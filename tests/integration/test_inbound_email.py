@@ -12,12 +12,14 @@ from adapters.inbound_mail import accept_email, import_email
 from adapters.webhooks import import_router
 from commands.application import Ledger
 from commands.delivery import get_message
+from commands.models import SendMessage
+from commands.send import send_message
 from commands.threading import InboundReceipt, file_unmatched, unmatched_inbound
 from commands.tracking import ReportReceipt
 from ledger.errors import InvalidCommand, InvalidTransition, NotFound
 from ledger.mail_identity import reply_address
 from ledger.message import Message
-from ledger.suppression import Suppression
+from ledger.suppression import ALL, MARKETING, Suppression
 from ledger.values import Channel, Principal, Status
 from tests.integration.tracking_support import (
     INBOUND_TOKEN,
@@ -341,6 +343,43 @@ def test_mail_to_the_signed_unsubscribe_address_suppresses_the_recipient(
     )
     assert suppression is not None and suppression.active
     assert get_message(ledger, staff, str(sent)).replies == []
+
+
+def test_mail_to_the_unsubscribe_address_of_a_marketing_email_stops_marketing_only(
+    ledger: Ledger, staff: Principal, ada: str
+) -> None:
+    sent = send_message(
+        ledger,
+        staff,
+        SendMessage(
+            customer_id=ada,
+            channel=Channel.EMAIL,
+            category="marketing",
+            subject="Spring whitening offer",
+            body="Book before May.",
+        ),
+    ).message_id
+    token = reply_address(sent, "brightside.example", REPLY_SECRET).split("+")[1]
+
+    accept_email(
+        ledger,
+        "brightside",
+        unsubscribe_mail(f"unsubscribe+{token}"),
+        reply_secret=REPLY_SECRET,
+    )
+
+    def suppression(scope: str) -> Suppression | None:
+        return ledger.load(
+            Suppression,
+            Suppression.id_for(
+                "brightside", Channel.EMAIL, "ada.fernsby@example.com", scope
+            ),
+        )
+
+    marketing = suppression(MARKETING)
+    assert marketing is not None and marketing.active
+    assert suppression(ALL) is None
+    assert queue_email(ledger, staff, ada)
 
 
 @sqlite_only
