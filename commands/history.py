@@ -23,6 +23,8 @@ from ledger.values import Permission, Principal
 
 SCAN_PAGE = 1000
 CREATION_TOPICS = (get_topic(Message.Queued), get_topic(Message.Received))
+# What the library keeps on every event, beside the event's own fields.
+BOOKKEEPING = ("originator_id", "originator_version", "timestamp", "originator_topic")
 
 
 @dataclass(frozen=True)
@@ -80,16 +82,16 @@ def message_history(
 
 
 def entry(event: Any) -> HistoryEntry:
-    fields = {
-        key: value
-        for key, value in vars(event).items()
-        if key
-        not in {"originator_id", "originator_version", "timestamp", "originator_topic"}
-    }
+    """The event as a compliance officer reads it: its own fields, with the
+    library's bookkeeping shown apart or left out."""
+    fields = dict(vars(event))
+    for key in BOOKKEEPING:
+        fields.pop(key, None)
+    occurred_at = fields.pop("occurred_at", None)
     return HistoryEntry(
-        version=event.originator_version,
-        event=type(event).__name__,
-        recorded_at=event.timestamp,
-        occurred_at=fields.pop("occurred_at", None),
-        fields=fields,
+        event.originator_version,
+        type(event).__name__,
+        event.timestamp,
+        occurred_at,
+        fields,
     )

@@ -27,6 +27,7 @@ from eventsourcing.persistence import StoredEvent
 
 from commands.access import require
 from commands.application import Ledger
+from commands.decoding import EventReader
 from commands.history import HistoryEntry, creation_events, entry
 from ledger.directory import Customer
 from ledger.errors import InvalidCommand
@@ -92,10 +93,11 @@ def replay_customer(
 
     candidates = message_ids(ledger, principal, customer_id, index)
     histories = stored_histories(ledger, candidates, index)
+    read = EventReader(ledger.mapper)
     replayed = [
         found
         for stored in histories
-        if (found := message_as_of(ledger, principal, customer_id, stored, as_of))
+        if (found := message_as_of(read, principal, customer_id, stored, as_of))
     ]
 
     replayed.sort(key=lambda r: r.message.occurred_at, reverse=True)
@@ -143,29 +145,29 @@ def stored_histories(
 
 
 def message_as_of(
-    ledger: Ledger,
+    read: EventReader,
     principal: Principal,
     customer_id: str,
     history: list[StoredEvent],
     as_of: datetime,
 ) -> ReplayedMessage | None:
-    """The message folded from the events recorded by `as_of`, if it existed."""
-    kept: list[Any] = []
+    """The message folded from the events recorded by `as_of`, if it existed.
+
+    Each event is folded as soon as it is decoded, by the aggregate's own
+    `mutate`, in version order as the library's repository folds it.
+    """
+    message: Message | None = None
+    entries: list[HistoryEntry] = []
     for stored in history:
-        event: Any = ledger.mapper.to_domain_event(stored)
+        event: Any = read(stored)
         if event.timestamp > as_of:
             break
-        kept.append(event)
-    if not kept:
-        return None
-
-    message: Message | None = None
-    for event in kept:
         message = event.mutate(message)
+        entries.append(entry(event))
     if (
         not isinstance(message, Message)
         or message.tenant_id != principal.tenant_id
         or message.customer_id != customer_id
     ):
         return None
-    return ReplayedMessage(message, [entry(event) for event in kept])
+    return ReplayedMessage(message, entries)

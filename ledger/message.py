@@ -76,6 +76,9 @@ class Message(Aggregate):
             message.sms_segments = self.sms_segments
             message.resend_of = self.resend_of
 
+        def mutate(self, aggregate: Any) -> Any:
+            return Message.created_by(self, aggregate)
+
     class Received(Event, Aggregate.Created):
         """An inbound message from a customer was recorded."""
 
@@ -99,6 +102,9 @@ class Message(Aggregate):
             message.start(self, Direction.INBOUND)
             message.in_reply_to = self.in_reply_to
             message.auto_reply = self.auto_reply
+
+        def mutate(self, aggregate: Any) -> Any:
+            return Message.created_by(self, aggregate)
 
     class ProviderEvent(Event):
         """Base of the outcomes a provider reports for one attempt."""
@@ -209,6 +215,31 @@ class Message(Aggregate):
             originator_topic=MESSAGE_TOPIC,
             **fields,
         )
+
+    @staticmethod
+    def created_by(event: Queued | Received, aggregate: Any) -> Any:
+        """The message a creation event makes, as the library's `Created.mutate`
+        makes it, without inspecting signatures on every call.
+
+        The library resolves the class from the event's `originator_topic`,
+        calls `__base_init__` with the id, version and timestamp, then
+        `__init__` with the event fields it names (Message defines no
+        `__init__`, so none) and `apply`. Any other topic, an `__init__` added
+        later, or an aggregate given where none should be, takes the library's
+        own way.
+        """
+        if (
+            aggregate is not None
+            or event.originator_topic != MESSAGE_TOPIC
+            or Message.__init__ is not object.__init__
+        ):
+            return Aggregate.Created.mutate(event, aggregate)
+        message = object.__new__(Message)
+        message.__base_init__(
+            event.originator_id, event.originator_version, event.timestamp
+        )
+        event.apply(message)
+        return message
 
     def start(self, created: Queued | Received, direction: Direction) -> None:
         """Set the state both kinds of creation share."""

@@ -112,4 +112,3 @@ def complete_to(views: ViewDatabase, name: str) -> tuple[str, int] | None:
     if row is None:
         return None
     return table_prefix(name, generation), int(row[0])
-

@@ -4,8 +4,11 @@ One row per message with the listing's columns, the message's thread and the
 facts of each attempt, from which the status is read by the domain's own fold
 (`ledger.status.AttemptFacts`), so the view agrees with the aggregate whatever
 order provider events came in. Full-text search covers subject, body and
-addresses: a `tsvector` column with a GIN index on PostgreSQL, a contentless
-FTS5 table keyed by the row's `seq` on SQLite.
+addresses: a `tsvector` column on PostgreSQL, a contentless FTS5 table keyed
+by the row's `seq` on SQLite. Every search is within one customer, so it
+walks that customer's rows (index `by_customer`) and matches each; an index
+of every word in the store would cost each insert more than it saves a
+search (see docs/projections.md, "Search").
 
 Times are stored as fixed-width ISO-8601 UTC text, which sorts correctly on
 both databases; pages are keyed on (occurred_at, seq), where `seq` is the log
@@ -43,7 +46,11 @@ FACT_SETTERS: dict[str, Message.ProviderEvent] = {
 RETRIED = get_topic(Message.Retried)
 REPLY_RECEIVED = get_topic(Message.ReplyReceived)
 LOOKUP_CHUNK = 500
-FLAGS = ("sent", "delivered", "opened", "bounced", "failed")
+# Plain text of each status and direction: an enum's `.value` is a descriptor
+# call, and the timeline reads one per row.
+STATUS_TEXT = {status: status.value for status in Status}
+RECEIVED = Status.RECEIVED.value
+INBOUND = Direction.INBOUND.value
 
 
 def stored_time(moment: datetime) -> str:
@@ -72,15 +79,16 @@ class MessageFacts:
     @property
     def status(self) -> str:
         """The status the domain's fold gives these facts."""
-        if self.direction == Direction.INBOUND:
-            return Status.RECEIVED.value
-        return self.attempt(self.current).status.value
+        if self.direction == INBOUND:
+            return RECEIVED
+        return STATUS_TEXT[self.attempt(self.current).status]
 
     def attempt(self, number: int) -> AttemptFacts:
         """The facts of attempt `number`, created if reported first."""
-        if number not in self.attempts:
-            self.attempts[number] = AttemptFacts(number)
-        return self.attempts[number]
+        facts = self.attempts.get(number)
+        if facts is None:
+            facts = self.attempts[number] = AttemptFacts(number)
+        return facts
 
     def apply(self, event: RecordedEvent) -> None:
         """Set the facts one event of the message records."""
@@ -95,13 +103,15 @@ class MessageFacts:
             self.replied = True
 
     def dumps(self) -> str:
-        """The facts as JSON text for the row's `facts` column."""
+        """The facts as JSON text for the row's `facts` column: each attempt's
+        as [sent, delivered, opened, bounced, failed], the order `loads`
+        gives them back to AttemptFacts in."""
         return orjson.dumps(
             {
                 "direction": self.direction,
                 "current": self.current,
                 "attempts": {
-                    str(n): [getattr(a, flag) for flag in FLAGS]
+                    str(n): [a.sent, a.delivered, a.opened, a.bounced, a.failed]
                     for n, a in self.attempts.items()
                 },
                 "replied": self.replied,
@@ -134,32 +144,38 @@ class NewRow:
     facts: MessageFacts
 
     def values(self) -> list[Any]:
-        """The row's column values, in ROW_COLUMNS order."""
-        state = self.event.state
-        inbound = self.facts.direction == Direction.INBOUND
-        sent_by = state.get("sent_by") or {}
-        thread = state.get("in_reply_to") or state.get("resend_of")
+        """The row's column values, in ROW_COLUMNS order.
+
+        The status is read before the facts are written out: reading it
+        adds the current attempt's (empty) facts if no event reported it.
+        """
+        event, facts = self.event, self.facts
+        state = event.state
+        get = state.get
+        sent_by = get("sent_by") or {}
         return [
-            self.event.position,
-            self.event.originator_id,
+            event.position,
+            event.originator_id,
             state["tenant_id"],
             state["customer_id"],
             recorded_time(state["occurred_at"]),
-            self.facts.direction,
+            facts.direction,
             state["channel"],
-            state.get("subject"),
-            first_line(state.get("text") or ""),
+            get("subject"),
+            first_line(get("text") or ""),
             state["sender"],
-            orjson.dumps(state.get("to") or []).decode(),
-            "Customer" if inbound else (sent_by.get("user_id") or SYSTEM),
+            orjson.dumps(get("to") or []).decode(),
+            "Customer"
+            if facts.direction == INBOUND
+            else (sent_by.get("user_id") or SYSTEM),
             sent_by.get("trigger"),
-            self.facts.status,
-            int(self.facts.replied),
-            len(state.get("attachments") or []),
-            state.get("template_id"),
-            state.get("template_version"),
-            thread or self.event.originator_id,
-            self.facts.dumps(),
+            facts.status,
+            int(facts.replied),
+            len(get("attachments") or []),
+            get("template_id"),
+            get("template_version"),
+            get("in_reply_to") or get("resend_of") or event.originator_id,
+            facts.dumps(),
         ]
 
     def search_text(self) -> tuple[str, str, str]:
@@ -207,6 +223,7 @@ class TimelineProjection(Projection[TimelineChanges]):
 
     name = "timeline"
     topics = frozenset({*CREATED, *FACT_SETTERS, RETRIED, REPLY_RECEIVED})
+    attempt_only = frozenset({*FACT_SETTERS, RETRIED})
 
     def table_names(self, prefix: str) -> list[str]:
         return [f"{prefix}search", f"{prefix}messages"]
@@ -255,10 +272,6 @@ class TimelineProjection(Projection[TimelineChanges]):
             f"CREATE INDEX {prefix}by_thread ON {prefix}messages "
             "(tenant_id, thread_id) WHERE thread_id <> message_id"
         )
-        if views.dialect == "postgres":
-            views.execute(
-                f"CREATE INDEX {prefix}by_words ON {prefix}messages USING GIN (search)"
-            )
 
     def prepare(self, events: Sequence[RecordedEvent]) -> TimelineChanges:
         # Messages created in the batch are folded here in full; events of

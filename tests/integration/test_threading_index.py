@@ -159,16 +159,15 @@ def test_answers_join_the_views_and_the_changes_they_have_not_reached(
     assert customers_owning(indexed, "brightside", Channel.EMAIL, ADDRESSES[1]) == [
         "c-1"
     ]
-    assert latest_outbound(
-        indexed, "brightside", "c-1", Channel.EMAIL, visit
-    ) == later.message_id
+    assert (
+        latest_outbound(indexed, "brightside", "c-1", Channel.EMAIL, visit)
+        == later.message_id
+    )
     assert later.message_id != first.message_id
     assert answers(indexed) == scanned(indexed)
 
     catch_up(indexed, views)
-    owners = indexed.threading_index.address_owners(
-        "brightside", "email", ADDRESSES[0]
-    )
+    owners = indexed.threading_index.address_owners("brightside", "email", ADDRESSES[0])
     assert owners is not None and sorted(owners[0].values()) == ["c-2"]
     assert answers(indexed) == scanned(indexed)
 
