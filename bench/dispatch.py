@@ -9,8 +9,11 @@ every command as a real server would. The run prints, in this order:
 
 1. the server's ceiling: a trivial aiosmtplib client (`sendmail` on open
    connections, nothing else) pushing the same email bytes over 4 and 8
-   connections, with the server's own CPU per email. No dispatcher can
-   beat this server by more than this;
+   connections, then the SMTP provider alone (`SmtpProvider.send_email`,
+   no dispatcher, no store) over `--pool` connections, each with the
+   server's own CPU per email. Client and server share the machine's cores,
+   so a leaner client raises the ceiling; the provider's line is the most a
+   dispatcher using it can reach here;
 2. the naive way: one dispatcher, a new SMTP connection for every message,
    one message at a time;
 3. ours: `--processes` dispatcher processes on the partitions 0/N … N-1/N
@@ -53,7 +56,7 @@ from commands.application import Ledger
 from commands.directory import register_company, upsert_customer
 from commands.dispatch import Dispatcher, DispatchPolicy, Partition
 from commands.models import RegisterCompany, SendMessage, UpsertCustomer
-from commands.ports import OutgoingEmail, SendOutcome
+from commands.ports import OutcomeKind, OutgoingEmail, SendOutcome
 from commands.send import decide_send
 from ledger.message import Message
 from ledger.values import Channel, Permission, Principal
@@ -183,6 +186,45 @@ def measure_ceiling(port: int, server_pid: int, connections: int, count: int) ->
     return Run(
         f"aiosmtplib alone, {connections} connections",
         each * connections,
+        seconds,
+        time.process_time() - cpu,
+        None if server_cpu is None or server_used is None else server_used - server_cpu,
+    )
+
+
+def measure_provider(port: int, server_pid: int, connections: int, count: int) -> Run:
+    """The server fed by the SMTP provider alone, `connections` sends in flight."""
+    emails = [sample_email() for _ in range(count)]
+
+    async def run() -> float:
+        provider = SmtpProvider(
+            SmtpSettings("127.0.0.1", port, tls="none", pool_size=connections)
+        )
+        pending = iter(emails)
+
+        async def feed() -> None:
+            for email in pending:
+                outcome = await provider.send_email(email)
+                if outcome.kind != OutcomeKind.ACCEPTED:
+                    raise SystemExit(f"the server refused an email: {outcome.reason}")
+
+        try:
+            # Open every connection before the clock starts, as the others do.
+            await asyncio.gather(
+                *(provider.send_email(sample_email()) for _ in range(connections))
+            )
+            started = time.perf_counter()
+            await asyncio.gather(*(feed() for _ in range(connections)))
+            return time.perf_counter() - started
+        finally:
+            await provider.close()
+
+    server_cpu, cpu = cpu_seconds_of(server_pid), time.process_time()
+    seconds = asyncio.run(run())
+    server_used = cpu_seconds_of(server_pid)
+    return Run(
+        f"SMTP provider alone, {connections} connections",
+        count,
         seconds,
         time.process_time() - cpu,
         None if server_cpu is None or server_used is None else server_used - server_cpu,
@@ -379,6 +421,7 @@ def main() -> None:
             measure_ceiling(port, server_pid, n, args.messages)
             for n in CEILING_CONNECTIONS
         ]
+        ceilings.append(measure_provider(port, server_pid, args.pool, args.messages))
         with tempfile.TemporaryDirectory() as temporary:
             folder = Path(temporary)
             urls = [

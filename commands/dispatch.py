@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,12 +48,12 @@ from commands.ports import (
     SmsProvider,
     now,
 )
-from commands.suppressions import check_not_suppressed
+from commands.suppressions import check_not_suppressed, suppression_ids
 from ledger.addresses import normalise_email
 from ledger.errors import InvalidCommand, LedgerError, NotFound
 from ledger.mail_identity import REPLY_PREFIX, message_id_header, reply_address
 from ledger.message import Message
-from ledger.suppression import Suppression, exempt_from_suppression
+from ledger.suppression import exempt_from_suppression
 from ledger.values import Channel, Status
 
 logger = logging.getLogger(__name__)
@@ -268,29 +268,54 @@ class Dispatcher:
         if not notifications:
             return None
         batch = Batch(notifications[-1].id, len(notifications))
-        wanted = [m for m in self.owned_messages(notifications) if m not in in_flight]
-        messages = self.pending_messages(wanted)
+        owned = self.owned_messages(notifications)
+        wanted = [m for m in owned if m not in in_flight]
+        messages = self.pending_messages(wanted, owned)
         suppressions = self.ledger.read_history(self.suppression_ids(messages))
         with self.ledger.reading_from(suppressions):
             batch.jobs = [self.prepare(message) for message in messages]
         return batch
 
-    def owned_messages(self, notifications: Sequence[Notification]) -> list[uuid.UUID]:
-        """Each message of this partition once, in log order."""
-        found: dict[uuid.UUID, None] = {}
-        for notification in notifications:
-            message_id = uuid.UUID(str(notification.originator_id))
-            if self.partition.owns(message_id):
-                found[message_id] = None
-        return list(found)
+    def owned_messages(
+        self, notifications: Sequence[Notification]
+    ) -> dict[uuid.UUID, Notification | None]:
+        """Each message of this partition once, in log order, with its creation.
 
-    def pending_messages(self, message_ids: list[uuid.UUID]) -> list[Message]:
+        The creation is the notification of the message's first event
+        (Queued) when the batch holds it, else None: a message named only by
+        a Retried was created in an earlier batch.
+        """
+        found: dict[uuid.UUID, Notification | None] = {}
+        for notification in notifications:
+            message_id = notification.originator_id
+            if type(message_id) is not uuid.UUID:
+                message_id = uuid.UUID(str(message_id))
+            if self.partition.owns(message_id) and message_id not in found:
+                created = notification.originator_version == 1
+                found[message_id] = notification if created else None
+        return found
+
+    def pending_messages(
+        self,
+        message_ids: list[uuid.UUID],
+        creations: Mapping[uuid.UUID, Notification | None],
+    ) -> list[Message]:
         """Those of the messages whose current attempt has no outcome yet.
 
         The events of the whole batch come in one query; read one message at
-        a time, the reads cost more than the sends.
+        a time, the reads cost more than the sends. A message whose creation
+        came with the notifications is decoded from it, and only its later
+        events are read, so its largest event (the content) leaves the
+        database once.
         """
-        history = self.ledger.read_history(message_ids)
+        history = self.ledger.read_history(
+            message_ids,
+            known={m: 1 for m in message_ids if creations.get(m) is not None},
+        )
+        for message_id, events in history.items():
+            creation = creations.get(message_id)
+            if creation is not None:
+                events.insert(0, self.ledger.mapper.to_domain_event(creation))
         pending = []
         with self.ledger.reading_from(history):
             for message_id in message_ids:
@@ -302,10 +327,15 @@ class Dispatcher:
     def suppression_ids(self, messages: list[Message]) -> list[uuid.UUID]:
         """The suppression records `prepare` will look up for these messages."""
         return [
-            Suppression.id_for(message.tenant_id, Channel(message.channel), address)
+            suppression_id
             for message in messages
             if not exempt_from_suppression(message.sent_by.get("trigger"))
-            for address in message.to + message.cc + message.bcc
+            for suppression_id in suppression_ids(
+                message.tenant_id,
+                Channel(message.channel),
+                message.to + message.cc + message.bcc,
+                message.category,
+            )
         ]
 
     def prepare(self, message: Message) -> Job:
@@ -323,6 +353,7 @@ class Dispatcher:
                     message.tenant_id,
                     Channel(message.channel),
                     message.to + message.cc + message.bcc,
+                    message.category,
                 )
             job.outgoing = self.compose(message)
         except LedgerError as exc:

@@ -39,7 +39,7 @@ from commands.suppressions import suppress, unsuppress
 from ledger.errors import InvalidTransition, StoreUnavailable
 from ledger.mail_identity import parse_message_id_header, parse_reply_address
 from ledger.message import Message
-from ledger.values import Principal, Status
+from ledger.values import Channel, Principal, Status
 
 SECRET = b"test reply secret"
 BEN = "ben.okafor@example.com"
@@ -410,9 +410,11 @@ def test_a_batch_reads_its_messages_in_one_query_and_suppressions_in_another(
     one_by_one: list[object] = []
     read_many, read_one = recorder.select_events_of, recorder.select_events
 
-    def counting_many(ids: Sequence[uuid.UUID]) -> Sequence[StoredEvent]:
+    def counting_many(
+        ids: Sequence[uuid.UUID], after: Sequence[int] | None = None
+    ) -> Sequence[StoredEvent]:
         batched.append(len(ids))
-        return list(read_many(ids))
+        return list(read_many(ids, after))
 
     def counting_one(*args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
         one_by_one.append(args[0])
@@ -427,6 +429,28 @@ def test_a_batch_reads_its_messages_in_one_query_and_suppressions_in_another(
     assert all(job.outgoing is not None for job in batch.jobs)
     assert batched == [5, 2]  # five messages; the two addresses they name
     assert one_by_one == []
+
+
+def test_messages_decoded_from_their_notifications_equal_a_full_read(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    sent = [send_message(ledger, staff, email_to(ada)) for _ in range(2)]
+    failed = send_message(ledger, staff, email_to(ada, cc=[BEN]))
+    email = Channel.EMAIL
+    suppress(ledger, staff, Suppress(channel=email, address=BEN, reason="typo"))
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+    unsuppress(ledger, staff, Unsuppress(channel=email, address=BEN, reason="ok"))
+    retry_message(ledger, staff, RetryMessage(message_id=str(failed.message_id)))
+
+    # From the start of the log: every Queued is among the notifications, and
+    # the later events (Sent, Failed, Retried) must be read from the store.
+    batch = dispatcher_for(ledger, tmp_path).next_batch(after=0)
+
+    assert batch is not None
+    [job] = batch.jobs
+    assert job.message.id == failed.message_id and job.attempt == 2
+    assert vars(job.message) == vars(ledger.repository.get(failed.message_id))
+    assert not {r.message_id for r in sent} & {j.message.id for j in batch.jobs}
 
 
 class StoreFailsOnce(Dispatcher):

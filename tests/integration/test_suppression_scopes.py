@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from commands.application import Ledger
+from commands.delivery import get_message
 from commands.models import SendMessage, Suppress, Unsuppress
 from commands.send import send_message
 from commands.suppressions import suppress, unsuppress
 from ledger.errors import NotFound, RecipientSuppressed
 from ledger.suppression import ALL, MARKETING, Suppression
-from ledger.values import Channel, Principal
+from ledger.values import Channel, Principal, Status
+from tests.integration.test_dispatch import dispatcher_for
 
 ADA_EMAIL = "ada.fernsby@example.com"
 
@@ -119,3 +123,27 @@ def test_a_suppression_recorded_before_scopes_stops_everything(
     assert suppression.active
     with pytest.raises(RecipientSuppressed):
         send_message(ledger, staff, email(ada, "transactional"))
+
+
+def test_the_dispatcher_holds_back_marketing_queued_before_a_marketing_unsubscribe(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+):
+    offer = send_message(ledger, staff, email(ada, "marketing"))
+    receipt = send_message(ledger, staff, email(ada, "transactional"))
+    suppress(
+        ledger,
+        staff,
+        Suppress(
+            channel=Channel.EMAIL,
+            address=ADA_EMAIL,
+            reason="unsubscribed from offers",
+            scope=MARKETING,
+        ),
+    )
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    held = get_message(ledger, staff, str(offer.message_id))
+    sent = get_message(ledger, staff, str(receipt.message_id))
+    assert held.status == Status.FAILED
+    assert sent.status == Status.SENT
