@@ -2,8 +2,10 @@
 
 Runs groups of 64 full send commands through the committer's phases on one
 thread (read ahead, decide, save) and times each with the thread's CPU clock,
-then times the two ways of inserting a batch of 500 events into PostgreSQL:
-the library's composite-array insert and adapters.fast_store's binary arrays.
+then the committer's own ceiling: 20,000 sends queued at once from one thread,
+so no caller threads wait, wake and compete for the interpreter; then times
+the two ways of inserting a batch of 500 events into PostgreSQL: the
+library's composite-array insert and adapters.fast_store's binary arrays.
 
     .venv/bin/python bench/write_path_breakdown.py
 """
@@ -14,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,22 @@ def phases(backend: str) -> None:
     print(f"{backend:8} per command: {line}  total {total:5.0f} us")
 
 
+def ceiling(backend: str, count: int = 20_000) -> None:
+    """Sends/s of the committer alone: every send queued at once, then awaited."""
+    with bench_ledger(backend) as ledger, GroupCommitter(ledger) as committer:
+        prepare(ledger)
+        wait([committer.queue_send(STAFF, send_command(n)) for n in range(500)])
+        commands = [send_command(n) for n in range(count)]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        wait([committer.queue_send(STAFF, command) for command in commands])
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+    print(
+        f"{backend:8} committer alone: {count / seconds:,.0f} sends/s, "
+        f"{cpu / count * 1e6:.0f} us of process CPU per send, no caller threads"
+    )
+
+
 def inserts() -> None:
     """The library's batch insert beside the binary-array insert, 500 events."""
     state = b'{"text":"' + b"x" * 400 + b'"}'
@@ -112,4 +131,6 @@ def inserts() -> None:
 if __name__ == "__main__":
     phases("postgres")
     phases("sqlite")
+    ceiling("postgres")
+    ceiling("sqlite")
     inserts()
