@@ -25,6 +25,7 @@ up the old generation a moment before the switch finds its tables gone.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import re
 import sqlite3
@@ -273,6 +274,17 @@ def ensure_active(views: ViewDatabase, projection: Projection[Any]) -> int:
     return generation
 
 
+def parse_json(state: bytes) -> dict[str, Any]:
+    """A state's JSON as orjson reads it, or as the standard library reads the
+    few states orjson refuses that the library's own encoder can write
+    (`Infinity` or `NaN` for a float, a lone surrogate in a string)."""
+    try:
+        parsed: dict[str, Any] = orjson.loads(state)
+    except orjson.JSONDecodeError:
+        parsed = json.loads(state)
+    return parsed
+
+
 class EventDecoder:
     """Turns stored events into fields without building domain objects.
 
@@ -295,7 +307,7 @@ class EventDecoder:
         self.mapper = ledger.mapper
         self.versions: dict[str, int] = {}
         plain = type(self.mapper.transcoder) in PLAIN_JSON_TRANSCODERS
-        self.parse = orjson.loads if plain else self.mapper.transcoder.decode
+        self.parse = parse_json if plain else self.mapper.transcoder.decode
         self.attempt_only = attempt_only if plain else frozenset()
 
     def __call__(self, logged: LoggedEvent) -> RecordedEvent:
