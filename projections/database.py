@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -286,3 +287,31 @@ def open_views(env: Mapping[str, str]) -> ViewDatabase:
     raise StoreUnavailable(
         f"Projections cannot run on the '{module}' store; use SQLite or PostgreSQL."
     )
+
+
+class ViewsPerThread:
+    """One connection to the views of the store at `env` per thread, opened on
+    first use: the HTTP app and the inbound listeners read from several."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.local = threading.local()
+        self.opened: list[ViewDatabase] = []
+        self.lock = threading.Lock()
+
+    def get(self) -> ViewDatabase:
+        """This thread's connection."""
+        found: ViewDatabase | None = getattr(self.local, "views", None)
+        if found is None:
+            found = open_views(self.env)
+            self.local.views = found
+            with self.lock:
+                self.opened.append(found)
+        return found
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self.lock:
+            opened, self.opened = self.opened, []
+        for views in opened:
+            views.close()

@@ -12,7 +12,6 @@ the inbound listeners and the HTTP app call it from several threads.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
@@ -20,7 +19,7 @@ from uuid import UUID
 import orjson
 
 from commands.ports import OutboundSummary
-from projections.database import ViewDatabase, open_views
+from projections.database import ViewDatabase, ViewsPerThread
 from projections.runtime import active_generation, table_prefix
 
 POSITIONS_TABLE = "projection_generations"
@@ -30,10 +29,7 @@ class ThreadingViews:
     """A `ThreadingIndex` over the directory and timeline views of one store."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = dict(env)
-        self.local = threading.local()
-        self.opened: list[ViewDatabase] = []
-        self.lock = threading.Lock()
+        self.connections = ViewsPerThread(env)
 
     def address_owners(
         self, tenant_id: str, channel: str, address: str
@@ -80,19 +76,10 @@ class ThreadingViews:
 
     def views(self) -> ViewDatabase:
         """This thread's connection to the views."""
-        found: ViewDatabase | None = getattr(self.local, "views", None)
-        if found is None:
-            found = open_views(self.env)
-            self.local.views = found
-            with self.lock:
-                self.opened.append(found)
-        return found
+        return self.connections.get()
 
     def close(self) -> None:
-        with self.lock:
-            opened, self.opened = self.opened, []
-        for views in opened:
-            views.close()
+        self.connections.close()
 
 
 def complete_to(views: ViewDatabase, name: str) -> tuple[str, int] | None:

@@ -17,7 +17,6 @@ its own on first use, and `close` closes them all.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,7 @@ from commands.application import Ledger
 from ledger.errors import InvalidCommand
 from ledger.values import Channel, Direction, Permission, Principal, Status
 from projections.catalog import projection_named
-from projections.database import ViewDatabase, open_views
+from projections.database import ViewDatabase, ViewsPerThread
 from projections.reading import TimelineFilter, customer_threads, customer_timeline
 from projections.reporting import ReportPeriod, delivery_report, stage_totals
 from projections.runtime import (
@@ -107,19 +106,11 @@ class ProjectionReads:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = dict(env)
-        self.local = threading.local()
-        self.opened: list[ViewDatabase] = []
-        self.lock = threading.Lock()
+        self.connections = ViewsPerThread(self.env)
 
     def views(self) -> ViewDatabase:
         """This thread's connection to the views."""
-        found: ViewDatabase | None = getattr(self.local, "views", None)
-        if found is None:
-            found = open_views(self.env)
-            self.local.views = found
-            with self.lock:
-                self.opened.append(found)
-        return found
+        return self.connections.get()
 
     def timeline(
         self,
@@ -200,7 +191,4 @@ class ProjectionReads:
 
     def close(self) -> None:
         """Close every thread's connection to the views."""
-        with self.lock:
-            for views in self.opened:
-                views.close()
-            self.opened.clear()
+        self.connections.close()

@@ -33,19 +33,20 @@ def email(ada: str, category: str) -> SendMessage:
     )
 
 
-def test_a_marketing_suppression_stops_marketing_and_lets_transactional_through(
-    ledger: Ledger, staff: Principal, ada: str
-):
+def stop_marketing(ledger: Ledger, staff: Principal, reason: str) -> None:
     suppress(
         ledger,
         staff,
         Suppress(
-            channel=Channel.EMAIL,
-            address=ADA_EMAIL,
-            reason="asked for no offers",
-            scope=MARKETING,
+            channel=Channel.EMAIL, address=ADA_EMAIL, reason=reason, scope=MARKETING
         ),
     )
+
+
+def test_a_marketing_suppression_stops_marketing_and_lets_transactional_through(
+    ledger: Ledger, staff: Principal, ada: str
+):
+    stop_marketing(ledger, staff, "asked for no offers")
 
     with pytest.raises(RecipientSuppressed):
         send_message(ledger, staff, email(ada, "marketing"))
@@ -69,13 +70,7 @@ def test_a_suppression_of_everything_stops_both_categories(
 def test_lifting_names_the_scope_that_was_stopped(
     ledger: Ledger, staff: Principal, ada: str
 ):
-    suppress(
-        ledger,
-        staff,
-        Suppress(
-            channel=Channel.EMAIL, address=ADA_EMAIL, reason="offers", scope=MARKETING
-        ),
-    )
+    stop_marketing(ledger, staff, "offers")
 
     with pytest.raises(NotFound, match=r"\(all\)"):
         unsuppress(
@@ -130,16 +125,7 @@ def test_the_dispatcher_holds_back_marketing_queued_before_a_marketing_unsubscri
 ):
     offer = send_message(ledger, staff, email(ada, "marketing"))
     receipt = send_message(ledger, staff, email(ada, "transactional"))
-    suppress(
-        ledger,
-        staff,
-        Suppress(
-            channel=Channel.EMAIL,
-            address=ADA_EMAIL,
-            reason="unsubscribed from offers",
-            scope=MARKETING,
-        ),
-    )
+    stop_marketing(ledger, staff, "unsubscribed from offers")
 
     asyncio.run(dispatcher_for(ledger, tmp_path).drain())
 
