@@ -25,8 +25,9 @@ CUSTOMER_TOPICS = frozenset({REGISTERED, get_topic(Customer.Updated)})
 
 
 def lowered(value: Any) -> str | None:
-    """An address as the view compares it: lower case, or None when absent."""
-    return value.strip().lower() if isinstance(value, str) and value else None
+    """An address as threading compares it (`commands.threading.customers_owning`
+    reading the log): lower case, or None when absent."""
+    return value.lower() if isinstance(value, str) and value else None
 
 
 @dataclass
