@@ -87,11 +87,16 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             "ORDER BY originator_id, originator_version"
         ).format(**names)
         self._statements: RenderedStatements | None = None
+        # One index probe per aggregate, whatever the table's statistics say:
+        # as a plain join, a table never analysed (autovacuum off, or not yet
+        # run) is hash-joined by a full scan, which grows with the log.
+        # OFFSET 0 keeps PostgreSQL from flattening the lateral subquery.
         self.select_after_statement = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS known(id, version) "
-            "JOIN {schema}.{table} AS e ON e.originator_id = known.id "
-            "AND e.originator_version > known.version "
+            "CROSS JOIN LATERAL (SELECT * FROM {schema}.{table} AS s "
+            "WHERE s.originator_id = known.id "
+            "AND s.originator_version > known.version OFFSET 0) AS e "
             "ORDER BY e.originator_id, e.originator_version"
         ).format(**names)
 

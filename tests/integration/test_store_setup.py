@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from adapters.store import store_environment
@@ -71,3 +73,34 @@ def test_application_saves_take_the_array_insert(postgres_schema, monkeypatch):
         ledger.close()
 
     assert library_inserts == []
+
+
+@pytest.mark.postgres
+def test_reading_on_from_known_versions_probes_the_index_without_statistics(
+    postgres_schema,
+):
+    """The read-ahead query must not scan the whole log while it is unanalysed.
+
+    With autovacuum off (or not yet run), PostgreSQL has no statistics for the
+    events table; a plain join then hash-joins over a full scan, whose cost
+    grows with every event ever written.
+    """
+    ledger = Ledger(env=store_environment(postgres_url(postgres_schema)))
+    try:
+        recorder = ledger.recorder
+        ids = [uuid.uuid4() for _ in range(4000)]
+        recorder.insert_events([StoredEvent(id, 1, "check:Event", b"{}") for id in ids])
+        wanted = ids[:50]
+        with recorder.datastore.get_connection() as connection:
+            statement = recorder._rendered(connection).select_after
+            connection.execute("SET plan_cache_mode = force_generic_plan")
+            plan = "\n".join(
+                row["QUERY PLAN"]
+                for row in connection.execute(
+                    b"EXPLAIN " + statement, [wanted, [0] * len(wanted)]
+                )
+            )
+        assert "Seq Scan" not in plan, plan
+        assert len(recorder.select_events_of(wanted, [0] * len(wanted))) == 50
+    finally:
+        ledger.close()
