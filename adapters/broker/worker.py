@@ -507,7 +507,12 @@ class BrokerWorker:
             await asyncio.to_thread(self.committer.close)
 
     async def __aenter__(self) -> BrokerWorker:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # Let go of what started before the failure (the connection, say).
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -583,3 +583,29 @@ def test_a_worker_raises_the_in_flight_cap_of_an_existing_intake_consumer(
 
     assert cap_after_a_run(512) == 512
     assert cap_after_a_run(4096) == 4096
+
+
+def test_a_worker_that_cannot_start_closes_its_connection(
+    ledger: Ledger, broker_settings: BrokerSettings
+) -> None:
+    """Another stream already holding the intake subjects stops the start."""
+
+    async def scenario() -> bool:
+        client = await nats.connect(NATS_URL)
+        squatter = f"{broker_settings.stream_prefix}_SQUATTER"
+        try:
+            jetstream = client.jetstream()
+            await jetstream.add_stream(
+                name=squatter, subjects=broker_settings.intake_subjects
+            )
+            worker = BrokerWorker(ledger, broker_settings, publish_status=False)
+            with pytest.raises(nats.js.errors.BadRequestError):
+                async with worker:
+                    pass
+            assert worker.client is not None
+            return worker.client.is_closed
+        finally:
+            await client.jetstream().delete_stream(squatter)
+            await client.close()
+
+    assert asyncio.run(scenario())
