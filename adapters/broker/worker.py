@@ -31,6 +31,7 @@ from faststream.specification import AsyncAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy as JetStreamAck
 from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -49,6 +50,7 @@ from adapters.broker.intake import (
     verdict_of,
 )
 from adapters.broker.messages import CommandRefused, DeadLetter, StatusChanged
+from adapters.broker.pulling import BatchPuller
 from adapters.broker.settings import BrokerSettings
 from adapters.broker.status import StatusPublisher, wait_or_stop
 from commands.application import Ledger
@@ -255,19 +257,31 @@ async def ensure_streams(jetstream: JetStreamContext, settings: BrokerSettings) 
             await jetstream.update_stream(config)
 
 
-async def update_consumer(
-    jetstream: JetStreamContext, settings: BrokerSettings, durable: str
+async def ensure_consumer(
+    jetstream: JetStreamContext, settings: BrokerSettings, durable: str, suffix: str
 ) -> None:
-    """Bring an existing intake consumer's limits up to the settings.
+    """Create the durable pull consumer of one kind of delivery, or update it.
 
-    `pull_subscribe` creates a missing consumer with them but binds to an
-    existing one as it is. Its `max_ack_pending` caps the deliveries handed
-    out and not yet acknowledged across every worker process bound to it, so
-    a cap left from an older, smaller setting would starve added processes.
+    Its `max_ack_pending` caps the deliveries handed out and not yet
+    acknowledged across every worker process pulling from it, so a cap left
+    from an older, smaller setting would starve added processes; a worker
+    starting brings the cap (and `ack_wait`) up to its own settings. Workers
+    started together may race to create it; JetStream accepts the same
+    definition twice.
     """
     try:
         info = await jetstream.consumer_info(settings.intake_stream, durable)
     except NotFoundError:
+        await jetstream.add_consumer(
+            settings.intake_stream,
+            config=ConsumerConfig(
+                durable_name=durable,
+                filter_subject=settings.subject("*", suffix),
+                ack_policy=JetStreamAck.EXPLICIT,
+                ack_wait=settings.ack_wait,
+                max_ack_pending=settings.max_in_flight,
+            ),
+        )
         return
     config = info.config
     if (config.max_ack_pending, config.ack_wait) == (
@@ -431,6 +445,7 @@ class BrokerWorker:
         self.committer: GroupCommitter | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.pullers: list[BatchPuller] = []
 
     async def start(self) -> None:
         """Declare the streams, then start consuming and publishing."""
@@ -444,23 +459,22 @@ class BrokerWorker:
         else:
             for kind, suffix in INTAKE_KINDS:
                 durable = f"{self.settings.stream_prefix}_{kind}"
-                await update_consumer(jetstream, self.settings, durable)
+                await ensure_consumer(jetstream, self.settings, durable, suffix)
                 # Several pullers bound to one durable consumer: while one
                 # batch waits for its transaction, the next is fetched and
                 # decided, so the database and the decisions overlap.
                 for _ in range(self.settings.pullers):
-                    subscription = await jetstream.pull_subscribe(
-                        self.settings.subject("*", suffix),
-                        durable=durable,
-                        stream=self.settings.intake_stream,
-                        config=ConsumerConfig(
-                            ack_wait=self.settings.ack_wait,
-                            max_ack_pending=self.settings.max_in_flight,
-                        ),
+                    assert self.client is not None
+                    puller = BatchPuller(
+                        self.client,
+                        self.settings.intake_stream,
+                        durable,
+                        self.settings.batch_size,
+                        self.settings.pull_wait,
                     )
-                    self.tasks.append(
-                        asyncio.create_task(self.pull(intake, subscription))
-                    )
+                    await puller.start(self.settings.max_in_flight)
+                    self.pullers.append(puller)
+                    self.tasks.append(asyncio.create_task(self.pull(intake, puller)))
         if self.publish_status:
             publisher = StatusPublisher(self.ledger, self.settings, jetstream)
             self.tasks.append(asyncio.create_task(publisher.run(self.stopping)))
@@ -478,27 +492,26 @@ class BrokerWorker:
         self.client = await nats.connect(self.settings.servers)
         return self.client.jetstream()
 
-    async def pull(
-        self, intake: Intake, subscription: JetStreamContext.PullSubscription
-    ) -> None:
+    async def pull(self, intake: Intake, puller: BatchPuller) -> None:
         """Fetch and take batches until stopped; a batch is settled before the next."""
         while not self.stopping.is_set():
             try:
-                messages = await subscription.fetch(
-                    self.settings.batch_size, timeout=self.settings.pull_wait
-                )
-            except TimeoutError:
-                continue
+                messages = await puller.fetch()
             except NatsError as exc:
                 logger.warning("fetching deliveries failed: %s", exc)
                 await wait_or_stop(self.stopping, self.settings.retry_delays[0])
                 continue
-            await intake.take_batch(messages)
+            if messages:
+                await intake.take_batch(messages)
 
     async def stop(self) -> None:
         """Finish the batches in hand, stop publishing, and let go of the ledger."""
         self.stopping.set()
+        for puller in self.pullers:
+            puller.interrupt()
         await asyncio.gather(*self.tasks)
+        for puller in self.pullers:
+            await puller.stop()
         if self.broker is not None:
             await self.broker.stop()
         if self.client is not None:
