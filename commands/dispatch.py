@@ -159,7 +159,7 @@ class Dispatcher:
         )
         self._prefetch: asyncio.Task[Batch | None] | None = None
         self._committing: asyncio.Task[None] | None = None
-        self._committing_ids: frozenset[uuid.UUID] = frozenset()
+        self._committing_attempts: dict[uuid.UUID, int] = {}
 
     def position(self) -> int:
         """The last notification this partition has fully dealt with."""
@@ -197,19 +197,21 @@ class Dispatcher:
             await self.settle()
             return None
 
-        # The next batch skips the messages of this batch and of the one
-        # still committing: loaded before those commits, they look unsent.
-        in_flight = frozenset(job.message.id for job in batch.jobs)
+        # The next batch skips the attempts of this batch and of the one still
+        # committing: loaded before those commits, they look unsent. It skips
+        # the attempt, not the message: one retried meanwhile has a new
+        # attempt, which only the next batch will send.
+        in_flight = {job.message.id: job.attempt for job in batch.jobs}
         self._prefetch = asyncio.create_task(
             asyncio.to_thread(
-                self.next_batch, batch.position, in_flight | self._committing_ids
+                self.next_batch, batch.position, self._committing_attempts | in_flight
             )
         )
         await self.send_all(batch)
 
         await self.settle()
         self._committing = asyncio.create_task(asyncio.to_thread(self.record, batch))
-        self._committing_ids = in_flight
+        self._committing_attempts = in_flight
         sent = sum(
             1
             for job in batch.jobs
@@ -238,7 +240,7 @@ class Dispatcher:
         committing, self._committing = self._committing, None
         if committing is not None:
             await committing
-        self._committing_ids = frozenset()
+        self._committing_attempts = {}
 
     async def abandon_prefetch(self) -> None:
         """Drop a batch loaded ahead, so the next one is read afresh."""
@@ -256,9 +258,14 @@ class Dispatcher:
     def next_batch(
         self,
         after: int | None = None,
-        in_flight: frozenset[uuid.UUID] = frozenset(),
+        in_flight: Mapping[uuid.UUID, int] | None = None,
     ) -> Batch | None:
-        """The jobs named by the notifications after `after` (default: position)."""
+        """The jobs named by the notifications after `after` (default: position).
+
+        `in_flight` maps messages to the attempt an earlier batch is sending:
+        that attempt is left to it, but a later one (a retry recorded
+        meanwhile) is a job here, since the position moves past its Retried.
+        """
         notifications = self.ledger.recorder.select_notifications(
             self.position() if after is None else after,
             self.policy.batch_size,
@@ -269,8 +276,12 @@ class Dispatcher:
             return None
         batch = Batch(notifications[-1].id, len(notifications))
         owned = self.owned_messages(notifications)
-        wanted = [m for m in owned if m not in in_flight]
-        messages = self.pending_messages(wanted, owned)
+        in_flight = in_flight or {}
+        messages = [
+            message
+            for message in self.pending_messages(list(owned), owned)
+            if in_flight.get(message.id) != message.current_attempt
+        ]
         suppressions = self.ledger.read_history(self.suppression_ids(messages))
         with self.ledger.reading_from(suppressions):
             batch.jobs = [self.prepare(message) for message in messages]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import mailbox
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.message import Message as MimeMessage
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from adapters.outbox import JsonLinesSmsOutbox, MaildirOutbox
 from commands.application import Ledger
 from commands.delivery import get_message, record_delivery_event, retry_message
 from commands.directory import upsert_customer
-from commands.dispatch import Dispatcher, DispatchPolicy, DispatchReport, Partition
+from commands.dispatch import (
+    Batch,
+    Dispatcher,
+    DispatchPolicy,
+    DispatchReport,
+    Partition,
+)
 from commands.inbound import record_inbound
 from commands.models import (
     AttachmentUpload,
@@ -32,7 +39,7 @@ from commands.models import (
     Unsuppress,
     UpsertCustomer,
 )
-from commands.ports import BatchReader
+from commands.ports import BatchReader, OutgoingEmail, SendOutcome
 from commands.resend import resend_message
 from commands.send import send_message
 from commands.suppressions import suppress, unsuppress
@@ -482,3 +489,71 @@ def test_worker_goes_on_after_the_store_fails_for_a_batch(
 
     assert dispatcher.failed and report.sent == 1
     assert get_message(ledger, staff, str(receipt.message_id)).status == Status.SENT
+
+
+class RetriedWhileSending(MaildirOutbox):
+    """An outbox that, while it writes the first email, lets a webhook fail the
+    message and staff retry it, then lets the dispatcher's look-ahead read on."""
+
+    def __init__(self, directory: Path, ledger: Ledger, staff: Principal) -> None:
+        super().__init__(directory)
+        self.ledger, self.staff = ledger, staff
+        self.interleaved = threading.Event()
+
+    async def send_email(self, email: OutgoingEmail) -> SendOutcome:
+        if not self.interleaved.is_set():
+            message_id = str(email.message_id)
+            record_delivery_event(
+                self.ledger,
+                self.staff,
+                RecordDeliveryEvent(
+                    message_id=message_id,
+                    outcome="failed",
+                    provider="sendgrid",
+                    provider_event_id="sg-dropped-1",
+                    reason="dropped",
+                ),
+            )
+            retry_message(self.ledger, self.staff, RetryMessage(message_id=message_id))
+            self.interleaved.set()
+        return await super().send_email(email)
+
+
+class LooksAheadLate(Dispatcher):
+    """A dispatcher whose look-ahead load waits until the outbox says so."""
+
+    def __init__(self, *args: Any, interleaved: threading.Event, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.interleaved = interleaved
+
+    def next_batch(
+        self, after: int | None = None, in_flight: Mapping[uuid.UUID, int] | None = None
+    ) -> Batch | None:
+        if after is not None:
+            self.interleaved.wait(timeout=10)
+        return super().next_batch(after, in_flight)
+
+
+def test_retry_recorded_while_the_first_attempt_is_in_flight_is_still_sent(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    outbox = RetriedWhileSending(tmp_path / "mail", ledger, staff)
+    dispatcher = LooksAheadLate(
+        ledger,
+        outbox,
+        JsonLinesSmsOutbox(tmp_path / "sms.jsonl"),
+        DispatchPolicy(batch_size=1, first_backoff=0.0),
+        interleaved=outbox.interleaved,
+    )
+
+    asyncio.run(dispatcher.drain())
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert message.current_attempt == 2
+    assert message.status == Status.SENT
+    mail_ids = sorted(
+        parse_message_id_header(m["Message-ID"]) for m in mail_in(tmp_path)
+    )
+    assert mail_ids == [(receipt.message_id, 1), (receipt.message_id, 2)]
+    assert asyncio.run(dispatcher_for(ledger, tmp_path).drain()).notifications == 0
