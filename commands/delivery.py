@@ -50,13 +50,20 @@ def get_message(ledger: Ledger, principal: Principal, key: str) -> Message:
 def retry_message(
     ledger: Ledger, principal: Principal, command: RetryMessage
 ) -> Outcome:
-    """Start a new attempt at a failed or bounced message."""
+    """Start a new attempt at a failed or bounced message, once per idempotency key.
+
+    A repeat (a broker redelivery after a crash between commit and ack, say)
+    answers with the attempt the first one started and records nothing.
+    """
     require(principal, Permission.CREATE)
 
     def decide() -> Decision[Outcome]:
         message = get_message(ledger, principal, command.message_id)
+        earlier = message.attempt_retried_by(command.idempotency_key)
+        if earlier is not None:
+            return Decision(Outcome(message.id, message.status, False, earlier))
         requested_by = Attribution(principal.user_id).as_dict()
-        attempt = message.retry(requested_by, now())
+        attempt = message.retry(requested_by, now(), command.idempotency_key)
         return Decision(Outcome(message.id, message.status, True, attempt), [message])
 
     return ledger.execute(decide)

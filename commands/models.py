@@ -86,9 +86,14 @@ class SendMessage(Command):
 
 
 class RetryMessage(Command):
-    """Ask for a new attempt at a failed or bounced message."""
+    """Ask for a new attempt at a failed or bounced message.
+
+    A retry under an `idempotency_key` already recorded on the message is a
+    repeat of that retry: it records nothing and answers with that attempt.
+    """
 
     message_id: Identifier
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
 
 class UpsertCustomer(Command):

@@ -179,15 +179,27 @@ class Message(Aggregate):
             attempt.failed = True
 
     class Retried(Event):
-        """Someone asked for a new attempt at a failed or bounced message."""
+        """Someone asked for a new attempt at a failed or bounced message.
 
-        class_version = 1
+        `idempotency_key` names the request (over the broker, its Nats-Msg-Id),
+        so that the same request arriving again is known for a repeat.
+        """
+
+        class_version = 2
         attempt: int
         requested_by: dict[str, str | None]
+        idempotency_key: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            """Retries recorded before version 2 carry no key."""
+            state["idempotency_key"] = None
 
         def apply(self, message: Message) -> None:
             message.attempts[self.attempt] = AttemptFacts(self.attempt)
             message.current_attempt = self.attempt
+            if self.idempotency_key is not None:
+                message.retry_keys[self.idempotency_key] = self.attempt
 
     class ReplyReceived(Event):
         """The customer answered this message; `reply_id` is the inbound message."""
@@ -270,6 +282,7 @@ class Message(Aggregate):
         self.current_attempt = 1
         self.attempts = {1: AttemptFacts(1)}
         self.provider_message_ids: dict[str, int] = {}
+        self.retry_keys: dict[str, int] = {}
         self.seen_provider_events: set[str] = set()
         self.replies: list[str] = []
 
@@ -309,7 +322,18 @@ class Message(Aggregate):
         )
         return True
 
-    def retry(self, requested_by: dict[str, str | None], occurred_at: datetime) -> int:
+    def attempt_retried_by(self, idempotency_key: str | None) -> int | None:
+        """The attempt an earlier retry under this key started, if one did."""
+        if idempotency_key is None:
+            return None
+        return self.retry_keys.get(idempotency_key)
+
+    def retry(
+        self,
+        requested_by: dict[str, str | None],
+        occurred_at: datetime,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Start a new attempt; only failed or bounced outbound messages may."""
         if self.direction != Direction.OUTBOUND or self.status not in RETRYABLE:
             raise InvalidTransition(
@@ -324,6 +348,7 @@ class Message(Aggregate):
             occurred_at=occurred_at,
             attempt=number,
             requested_by=requested_by,
+            idempotency_key=idempotency_key,
         )
         return number
 

@@ -88,7 +88,9 @@ def read_delivery(settings: BrokerSettings, delivery: Delivery) -> Work:
     if tokens[2:] == ["commands", "send"]:
         return Work("send", principal, keyed_send(parse(SendMessage, data), delivery))
     if tokens[2:] == ["commands", "retry"]:
-        return Work("retry", principal, parse(RetryMessage, data))
+        return Work(
+            "retry", principal, keyed_retry(parse(RetryMessage, data), delivery)
+        )
     if tokens[2] == "triggers":
         data["trigger"] = trigger_of(tokens[3], data.get("trigger"))
         return Work("trigger", principal, parse(TriggerEvent, data))
@@ -124,6 +126,15 @@ def keyed_send(command: SendMessage, delivery: Delivery) -> SendMessage:
             "A send over the broker needs an idempotency_key or a Nats-Msg-Id "
             "header, so that a redelivery cannot send it twice; add one.",
         )
+    return command.model_copy(update={"idempotency_key": f"nats:{header}"})
+
+
+def keyed_retry(command: RetryMessage, delivery: Delivery) -> RetryMessage:
+    """The retry under its own key, else its Nats-Msg-Id, so a redelivery of it
+    is a repeat rather than a refusal (the message is no longer failed)."""
+    header = delivery.headers.get(MESSAGE_ID_HEADER)
+    if command.idempotency_key or not header:
+        return command
     return command.model_copy(update={"idempotency_key": f"nats:{header}"})
 
 

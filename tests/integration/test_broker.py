@@ -8,21 +8,30 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import nats
 import pytest
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 from nats.js.client import JetStreamContext
 
+from adapters.broker.intake import service_principal
 from adapters.broker.settings import BrokerSettings
 from adapters.broker.status import StatusPublisher
 from adapters.broker.worker import BrokerWorker, ensure_streams
 from adapters.store import store_environment
 from commands.application import Ledger
 from commands.automation import MapTrigger, map_trigger
-from commands.delivery import get_message, record_delivery_event
-from commands.models import RecordDeliveryEvent, SaveTemplate, SendMessage
+from commands.delivery import get_message, record_delivery_event, retry_message
+from commands.models import (
+    RecordDeliveryEvent,
+    RetryMessage,
+    SaveTemplate,
+    SendMessage,
+)
 from commands.send import send_message
 from commands.templates import save_template
 from ledger.automation import Trigger
@@ -106,6 +115,14 @@ class Harness:
                 continue
         await subscription.unsubscribe()
         return [json.loads(message.data) for message in received]
+
+    async def published(self, tenant: str, suffix: str) -> int:
+        """How many messages the ledger has published on a subject so far."""
+        subject = self.settings.subject(tenant, suffix)
+        info = await self.jetstream.stream_info(
+            self.settings.outbox_stream, subjects_filter=subject
+        )
+        return (info.state.subjects or {}).get(subject, 0)
 
     async def consumer_settled(self, kind: str) -> bool:
         """Whether the consumer has nothing pending or awaiting an ack."""
@@ -448,6 +465,109 @@ def test_a_retry_command_starts_a_new_attempt(
     assert get_message(ledger, staff, str(receipt.message_id)).status == Status.RETRIED
     assert statuses[0]["attempt"] == 2
     assert statuses[0]["status"] == "retried"
+
+
+@pytest.fixture
+def failed_message(ledger: Ledger, staff: Principal, ada: str) -> str:
+    """A message whose first attempt failed, ready to be retried."""
+    receipt = send_message(ledger, staff, SendMessage.model_validate(SEND))
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=str(receipt.message_id), outcome="failed", provider="smtp"
+        ),
+    )
+    return str(receipt.message_id)
+
+
+def retried_events(ledger: Ledger) -> list[Any]:
+    return ledger.recorder.select_notifications(
+        None, 100, topics=[get_topic(Message.Retried)]
+    )
+
+
+def test_a_retry_published_again_under_its_key_is_a_repeat_not_a_dead_letter(
+    ledger: Ledger,
+    broker_settings: BrokerSettings,
+    staff: Principal,
+    failed_message: str,
+) -> None:
+    """Two Nats-Msg-Ids (so the duplicate window keeps both), one idempotency key."""
+    retry = {"message_id": failed_message, "idempotency_key": "rebook-7"}
+
+    async def scenario(harness: Harness) -> tuple[int, int]:
+        await harness.publish("brightside", "commands.retry", retry, "retry-7a")
+        await eventually(lambda: harness.consumer_settled("retry"), "the first ack")
+        await harness.publish("brightside", "commands.retry", retry, "retry-7b")
+        await eventually(lambda: harness.consumer_settled("retry"), "the second ack")
+        return (
+            await harness.published("brightside", "deadletter"),
+            await harness.published("brightside", "results"),
+        )
+
+    refused = run_with_worker(ledger, broker_settings, scenario, publish_status=False)
+
+    assert refused == (0, 0)
+    [retried] = retried_events(ledger)
+    message = get_message(ledger, staff, failed_message)
+    assert (message.status, message.current_attempt) == (Status.RETRIED, 2)
+    assert message.retry_keys == {"rebook-7": 2}
+    assert b"rebook-7" in retried.state
+
+
+def test_a_retry_redelivered_after_its_commit_finds_the_attempt_it_started(
+    ledger: Ledger,
+    broker_settings: BrokerSettings,
+    staff: Principal,
+    failed_message: str,
+) -> None:
+    """A crash between commit and ack: the retry is recorded under the delivery's
+    Nats-Msg-Id, and the same delivery arrives again (as JetStream redelivers it,
+    or as the sender republishes it once the duplicate window has passed)."""
+    retry = RetryMessage(message_id=failed_message, idempotency_key="nats:retry-9")
+    first = retry_message(ledger, service_principal("brightside"), retry)
+
+    async def scenario(harness: Harness) -> int:
+        body = {"message_id": failed_message}
+        await harness.publish("brightside", "commands.retry", body, "retry-9")
+        await eventually(lambda: harness.consumer_settled("retry"), "the ack")
+        return await harness.published("brightside", "deadletter")
+
+    dead_letters = run_with_worker(
+        ledger, broker_settings, scenario, publish_status=False
+    )
+
+    assert first.recorded and first.attempt == 2
+    assert dead_letters == 0
+    assert len(retried_events(ledger)) == 1
+    assert get_message(ledger, staff, failed_message).current_attempt == 2
+
+
+def test_a_retry_recorded_before_retries_had_keys_is_read_with_none(
+    ledger: Ledger, staff: Principal, failed_message: str
+) -> None:
+    """Its Retried event (version 1) has no idempotency_key."""
+    message_id = uuid.UUID(failed_message)
+    state = ledger.mapper.transcoder.encode(
+        {
+            "timestamp": datetime.now(UTC),
+            "tenant_id": "brightside",
+            "customer_id": "c-ada",
+            "occurred_at": datetime.now(UTC),
+            "attempt": 2,
+            "requested_by": {"user_id": "maria.lopez", "trigger": None},
+        }
+    )
+    version = get_message(ledger, staff, failed_message).version + 1
+    ledger.recorder.insert_events(
+        [StoredEvent(message_id, version, get_topic(Message.Retried), state)]
+    )
+
+    message = get_message(ledger, staff, failed_message)
+
+    assert (message.status, message.current_attempt) == (Status.RETRIED, 2)
+    assert message.retry_keys == {}
 
 
 def test_the_status_publisher_resumes_after_the_last_position_it_recorded(
