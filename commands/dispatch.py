@@ -33,6 +33,7 @@ from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
     Notification,
+    PersistenceError,
     Tracking,
 )
 from eventsourcing.utils import get_topic
@@ -50,7 +51,7 @@ from commands.ports import (
 )
 from commands.suppressions import check_not_suppressed, suppression_ids
 from ledger.addresses import normalise_email
-from ledger.errors import InvalidCommand, LedgerError, NotFound
+from ledger.errors import InvalidCommand, LedgerError, NotFound, StoreUnavailable
 from ledger.mail_identity import REPLY_PREFIX, message_id_header, reply_address
 from ledger.message import Message
 from ledger.suppression import exempt_from_suppression
@@ -330,31 +331,58 @@ class Dispatcher:
         pending = []
         with self.ledger.reading_from(history):
             for message_id in message_ids:
-                message = self.ledger.load(Message, message_id)
+                message = self.readable(message_id)
                 if message is not None and message.status in PENDING:
                     pending.append(message)
         return pending
 
+    def readable(self, message_id: uuid.UUID) -> Message | None:
+        """The message, or None if its events cannot be folded into one.
+
+        Such a message (events no version of the rules would write) cannot be
+        read anywhere, nor have an outcome recorded on it; it is passed over
+        with an error in the log, so that it does not stop its partition.
+        """
+        try:
+            return self.ledger.load(Message, message_id)
+        except (PersistenceError, StoreUnavailable):
+            raise
+        except Exception:
+            logger.exception("message %s cannot be read; it is not sent", message_id)
+            return None
+
     def suppression_ids(self, messages: list[Message]) -> list[uuid.UUID]:
-        """The suppression records `prepare` will look up for these messages."""
-        return [
-            suppression_id
-            for message in messages
-            if not exempt_from_suppression(message.sent_by.get("trigger"))
-            for suppression_id in suppression_ids(
-                message.tenant_id,
-                Channel(message.channel),
-                message.to + message.cc + message.bcc,
-                message.category,
-            )
-        ]
+        """The suppression records `prepare` will look up for these messages.
+
+        A message whose fields cannot name its suppressions adds none: `prepare`
+        meets the same fault and fails that message with it.
+        """
+        found: list[uuid.UUID] = []
+        for message in messages:
+            with suppress(Exception):
+                found.extend(self.suppressions_of(message))
+        return found
+
+    def suppressions_of(self, message: Message) -> list[uuid.UUID]:
+        if exempt_from_suppression(message.sent_by.get("trigger")):
+            return []
+        return suppression_ids(
+            message.tenant_id,
+            Channel(message.channel),
+            message.to + message.cc + message.bcc,
+            message.category,
+        )
 
     def prepare(self, message: Message) -> Job:
         """The job for the message's current attempt.
 
         Problems found before sending (a suppressed recipient, a missing
-        attachment, an address that no longer passes the rules) become the
-        job's outcome, so the message fails with that reason.
+        attachment, no recipient, an address that no longer passes the rules)
+        become the job's outcome, so the message fails with that reason. So
+        does any other fault in putting the message together (an unreadable
+        blob, a field of the wrong type), named with its exception: one such
+        message must not stop its partition. Store failures are the store's,
+        not the message's; they stop the batch, which is read again later.
         """
         job = Job(message, message.current_attempt)
         try:
@@ -367,19 +395,19 @@ class Dispatcher:
                     message.category,
                 )
             job.outgoing = self.compose(message)
+        except (PersistenceError, StoreUnavailable):
+            raise
         except LedgerError as exc:
             job.outcome = SendOutcome(
                 OutcomeKind.PERMANENT, LEDGER_PROVIDER, exc.message
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Content the rules let through but that cannot be put together
-            # now (an unreadable blob, a malformed field) fails this message
-            # alone; store failures are not caught here and stop the batch.
+        except Exception as exc:
             logger.exception("message %s could not be prepared", message.id)
             job.outcome = SendOutcome(
                 OutcomeKind.PERMANENT,
                 LEDGER_PROVIDER,
-                f"The message could not be prepared for sending: {exc!r}.",
+                "The message could not be prepared for sending "
+                f"({type(exc).__name__}: {exc}).",
                 detail={"exception": repr(exc)},
             )
         return job

@@ -18,7 +18,7 @@ from eventsourcing.utils import get_topic
 
 from adapters.dispatcher import serve
 from adapters.outbox import JsonLinesSmsOutbox, MaildirOutbox
-from commands.application import Ledger
+from commands.application import Creation, Ledger
 from commands.delivery import get_message, record_delivery_event, retry_message
 from commands.directory import upsert_customer
 from commands.dispatch import (
@@ -39,7 +39,7 @@ from commands.models import (
     Unsuppress,
     UpsertCustomer,
 )
-from commands.ports import BatchReader, OutgoingEmail, SendOutcome
+from commands.ports import BatchReader, OutgoingEmail, SendOutcome, now
 from commands.resend import resend_message
 from commands.send import send_message
 from commands.suppressions import suppress, unsuppress
@@ -557,3 +557,177 @@ def test_retry_recorded_while_the_first_attempt_is_in_flight_is_still_sent(
     )
     assert mail_ids == [(receipt.message_id, 1), (receipt.message_id, 2)]
     assert asyncio.run(dispatcher_for(ledger, tmp_path).drain()).notifications == 0
+
+
+def queue_as_written_earlier(
+    ledger: Ledger, staff: Principal, customer_id: str, **fields: object
+) -> uuid.UUID:
+    """A Queued event written straight to the store, as an earlier version of
+    the ledger might have written it, with fields today's send rules refuse."""
+    message_id = uuid.uuid4()
+    values: dict[str, object] = {
+        "tenant_id": staff.tenant_id,
+        "customer_id": customer_id,
+        "occurred_at": now(),
+        "direction": "outbound",
+        "channel": "email",
+        "category": "transactional",
+        "sender": "office@brightside.example",
+        "to": ["ada.fernsby@example.com"],
+        "cc": [],
+        "bcc": [],
+        "subject": "Your appointment on Tuesday",
+        "text": "See you at 10:00.",
+        "html": None,
+        "template_id": None,
+        "template_version": None,
+        "merge_values": {},
+        "attachments": [],
+        "sent_by": {"user_id": staff.user_id, "trigger": None},
+        "idempotency_key": None,
+        "fingerprint": "",
+        "sms_encoding": None,
+        "sms_segments": None,
+        "resend_of": None,
+        **fields,
+    }
+    ledger.commit([Creation(Message.queue(message_id, **values))])
+    return message_id
+
+
+def failure_of(ledger: Ledger, message_id: uuid.UUID) -> Message.Failed:
+    [failed] = [
+        e for e in ledger.events.get(message_id) if isinstance(e, Message.Failed)
+    ]
+    return failed
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_message_queued_without_a_recipient_fails_saying_so(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path, channel: str
+) -> None:
+    nobody = queue_as_written_earlier(ledger, staff, ada, channel=channel, to=[])
+    fine = send_message(ledger, staff, email_to(ada)).message_id
+
+    report = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    failed = failure_of(ledger, nobody)
+    assert failed.permanent
+    assert failed.reason == f"Message {nobody} has no recipient; resend it to someone."
+    assert get_message(ledger, staff, str(fine)).status == Status.SENT
+    assert (report.sent, report.failed) == (1, 1)
+
+
+def test_address_that_no_longer_passes_the_rules_fails_its_message(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    stale = queue_as_written_earlier(ledger, staff, ada, cc=["ada@fernsby..example"])
+    fine = send_message(ledger, staff, email_to(ada)).message_id
+
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    failed = failure_of(ledger, stale)
+    assert failed.permanent
+    assert "'ada@fernsby..example' is not a valid email address" in failed.reason
+    assert get_message(ledger, staff, str(fine)).status == Status.SENT
+    assert [m["To"] for m in mail_in(tmp_path)] == ["ada.fernsby@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "exception"),
+    [
+        ({"to": [42]}, "AttributeError"),
+        ({"channel": "fax"}, "ValueError"),
+        ({"sender": None}, "AttributeError"),
+    ],
+)
+def test_message_that_cannot_be_prepared_fails_naming_the_fault_and_the_rest_go_out(
+    ledger: Ledger,
+    staff: Principal,
+    ada: str,
+    tmp_path: Path,
+    fields: dict[str, object],
+    exception: str,
+) -> None:
+    before = send_message(ledger, staff, email_to(ada)).message_id
+    poison = queue_as_written_earlier(ledger, staff, ada, **fields)
+    after = send_message(ledger, staff, email_to(ada)).message_id
+    dispatcher = Dispatcher(
+        ledger,
+        MaildirOutbox(tmp_path / "mail"),
+        JsonLinesSmsOutbox(tmp_path / "sms.jsonl"),
+        DispatchPolicy(first_backoff=0.0),
+    )
+
+    report = asyncio.run(dispatcher.drain())
+
+    failed = failure_of(ledger, poison)
+    assert failed.permanent
+    assert failed.reason.startswith("The message could not be prepared for sending")
+    assert exception in failed.reason
+    assert exception in failed.detail["exception"]
+    for fine in (before, after):
+        assert get_message(ledger, staff, str(fine)).status == Status.SENT
+    assert (report.sent, report.failed) == (2, 1)
+
+
+def test_message_whose_events_cannot_be_read_is_passed_over_and_the_rest_go_out(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    unreadable = queue_as_written_earlier(
+        ledger, staff, ada, attachments=["invoice.pdf"]
+    )
+    fine = send_message(ledger, staff, email_to(ada)).message_id
+    dispatcher = dispatcher_for(ledger, tmp_path)
+
+    report = asyncio.run(dispatcher.drain())
+
+    assert (report.sent, report.failed) == (1, 0)
+    assert get_message(ledger, staff, str(fine)).status == Status.SENT
+    assert [type(e) for e in ledger.events.get(unreadable)] == [Message.Queued]
+    assert asyncio.run(dispatcher.drain()).notifications == 0
+
+
+class RaisesOnOne(MaildirOutbox):
+    """An outbox with a fault: writing one particular message raises."""
+
+    def __init__(self, directory: Path, broken: uuid.UUID) -> None:
+        super().__init__(directory)
+        self.broken = broken
+        self.tries = 0
+
+    async def send_email(self, email: OutgoingEmail) -> SendOutcome:
+        if email.message_id == self.broken:
+            self.tries += 1
+            raise RuntimeError("socket closed mid-write")
+        return await super().send_email(email)
+
+
+def test_provider_that_raises_fails_only_that_message_after_its_tries(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    before = send_message(ledger, staff, email_to(ada)).message_id
+    broken = send_message(ledger, staff, email_to(ada)).message_id
+    after = send_message(ledger, staff, email_to(ada)).message_id
+    outbox = RaisesOnOne(tmp_path / "mail", broken)
+    dispatcher = Dispatcher(
+        ledger,
+        outbox,
+        JsonLinesSmsOutbox(tmp_path / "sms.jsonl"),
+        DispatchPolicy(max_tries=3, first_backoff=0.0),
+    )
+
+    report = asyncio.run(dispatcher.drain())
+
+    assert outbox.tries == 3
+    failed = failure_of(ledger, broken)
+    assert not failed.permanent
+    assert failed.provider == "outbox"
+    assert failed.reason.startswith(
+        "The provider raised RuntimeError: socket closed mid-write"
+    )
+    assert "unknown whether the last of 3 tries was delivered" in failed.reason
+    assert failed.detail == {"exception": "RuntimeError('socket closed mid-write')"}
+    for fine in (before, after):
+        assert get_message(ledger, staff, str(fine)).status == Status.SENT
+    assert (report.sent, report.failed) == (2, 1)
