@@ -256,6 +256,46 @@ def test_retried_message_is_sent_as_a_numbered_new_attempt(
     assert parse_message_id_header(mail["Message-ID"]) == (receipt.message_id, 2)
 
 
+def test_retried_bounce_is_sent_again_as_attempt_two(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    receipt = send_message(ledger, staff, email_to(ada))
+    asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+    [first] = mail_in(tmp_path)
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=str(receipt.message_id),
+            outcome="bounced",
+            provider="sendgrid",
+            provider_event_id="sg-bounce-1",
+            provider_message_id=first["Message-ID"],
+            recipient="ada.fernsby@example.com",
+            status_code="5.2.2",
+            reason="mailbox full",
+        ),
+    )
+    bounced = get_message(ledger, staff, str(receipt.message_id))
+    assert bounced.status == Status.BOUNCED
+
+    retried = retry_message(
+        ledger, staff, RetryMessage(message_id=str(receipt.message_id))
+    )
+    report = asyncio.run(dispatcher_for(ledger, tmp_path).drain())
+
+    message = get_message(ledger, staff, str(receipt.message_id))
+    assert retried.attempt == 2 and report.sent == 1
+    assert message.status == Status.SENT
+    assert message.attempts[1].status == Status.BOUNCED
+    assert message.attempts[2].status == Status.SENT
+    mail_ids = sorted(
+        parse_message_id_header(m["Message-ID"]) for m in mail_in(tmp_path)
+    )
+    assert mail_ids == [(receipt.message_id, 1), (receipt.message_id, 2)]
+    assert len(sent_events(ledger, receipt.message_id)) == 2
+
+
 def test_dispatchers_of_two_partitions_share_the_messages_between_them(
     ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
 ) -> None:
