@@ -24,10 +24,9 @@ from concurrent.futures import Future, wait
 from typing import Annotated, Any
 
 import nats
-from faststream import Context, FastStream
+from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage
-from faststream.specification import AsyncAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -311,6 +310,12 @@ def build_broker(
     AsyncAPI document). At run time faststream does not validate them: each
     delivery is validated by the intake, so that a malformed one is answered
     and dead-lettered instead of failing before any handler sees it.
+
+    For the document, the subscribers describe the consumer `settings` pick:
+    with "pull" (the default) they name no queue group, since the worker then
+    takes deliveries through its own durable pull consumers (`BrokerWorker`),
+    which AsyncAPI's NATS bindings have no field for; the descriptions name
+    them instead.
     """
     if for_documentation:
         broker = NatsBroker(settings.servers, logger=None)
@@ -318,6 +323,7 @@ def build_broker(
         broker = NatsBroker(settings.servers, logger=None, serializer=None)
     stream = JStream(settings.intake_stream, declare=False)
     wildcard = settings.subject("*")
+    push = settings.consumer == "push"
 
     def consumer() -> ConsumerConfig:
         # A fresh config each: faststream writes the consumer's name into it.
@@ -325,16 +331,29 @@ def build_broker(
             ack_wait=settings.ack_wait, max_ack_pending=settings.max_in_flight
         )
 
+    def queue(kind: str) -> str:
+        # No queue group (""), for the document of the pull consumers.
+        return f"{settings.stream_prefix}_{kind}_push" if push else ""
+
+    def taken_by(kind: str) -> str:
+        if push:
+            return f" Taken by the queue-group push consumer {queue(kind)}."
+        return (
+            f" Taken in batches of up to {settings.batch_size} by the durable pull "
+            f"consumer {settings.stream_prefix}_{kind} of stream "
+            f"{settings.intake_stream}."
+        )
+
     @broker.subscriber(
         f"{wildcard}.commands.send",
         stream=stream,
-        queue=f"{settings.stream_prefix}_send_push",
+        queue=queue("send"),
         config=consumer(),
         max_workers=settings.batch_size,
         ack_policy=AckPolicy.MANUAL,
         title="SendMessage",
         description="Queue an email or SMS to a customer. Refusals go to "
-        "<root>.<tenant>.results and <root>.<tenant>.deadletter.",
+        "<root>.<tenant>.results and <root>.<tenant>.deadletter." + taken_by("send"),
     )
     async def take_send(
         command: SendMessage, message: NatsMessage, intake: IntakeContext
@@ -344,12 +363,13 @@ def build_broker(
     @broker.subscriber(
         f"{wildcard}.commands.retry",
         stream=stream,
-        queue=f"{settings.stream_prefix}_retry_push",
+        queue=queue("retry"),
         config=consumer(),
         max_workers=settings.batch_size,
         ack_policy=AckPolicy.MANUAL,
         title="RetryMessage",
-        description="Start a new attempt at a failed or bounced message.",
+        description="Start a new attempt at a failed or bounced message, once per "
+        "idempotency_key (default: nats:<Nats-Msg-Id>)." + taken_by("retry"),
     )
     async def take_retry(
         command: RetryMessage, message: NatsMessage, intake: IntakeContext
@@ -359,14 +379,15 @@ def build_broker(
     @broker.subscriber(
         f"{wildcard}.triggers.*",
         stream=stream,
-        queue=f"{settings.stream_prefix}_triggers_push",
+        queue=queue("triggers"),
         config=consumer(),
         max_workers=settings.batch_size,
         ack_policy=AckPolicy.MANUAL,
         title="TriggerEvent",
         description="An event of another service; the last subject token names "
         "the trigger (AppointmentScheduled, AppointmentChanged, TicketDueSoon, "
-        "PaymentRecorded, StatementEmailed, WorkflowStepReached).",
+        "PaymentRecorded, StatementEmailed, WorkflowStepReached)."
+        + taken_by("triggers"),
     )
     async def take_trigger(
         event: TriggerEvent, message: NatsMessage, intake: IntakeContext
@@ -400,21 +421,6 @@ def declare_outbox(broker: NatsBroker, settings: BrokerSettings) -> None:
         title="DeadLetter",
         description="A delivery the ledger gave up on, with the reason.",
         schema=DeadLetter,
-    )
-
-
-def asyncapi_app() -> FastStream:
-    """The broker interface, for `faststream docs gen … --factory` (docs/broker.md)."""
-    broker = build_broker(BrokerSettings.from_env(), for_documentation=True)
-    return FastStream(
-        broker,
-        specification=AsyncAPI(
-            title="Message ledger broker interface",
-            version="1",
-            description="Commands and trigger events into the message ledger, "
-            "and message status changes out of it. Subjects start with "
-            "<root>.<tenant>; see docs/broker.md.",
-        ),
     )
 
 
