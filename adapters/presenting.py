@@ -85,6 +85,7 @@ def message_detail(message: Message, history: list[HistoryEntry]) -> dict[str, A
         "attachments": message.attachments,
         "replies": message.replies,
         "idempotency_key": message.idempotency_key,
+        "resend_of": message.resend_of,
         "text": message.text,
         "html": message.html,
         "history": [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,3 +147,47 @@ def test_an_unknown_message_is_reported_without_a_traceback(run_ledger):
 
     assert result.returncode == 1
     assert "No message 'not-a-message' exists in this company." in result.stderr
+
+
+def test_resend_queues_a_linked_copy_to_the_customers_current_address(run_demo):
+    listing = json.loads(run_demo("messages", "c-1002", "--json").stdout)
+    original = next(
+        m
+        for m in listing["messages"]
+        if m["direction"] == "outbound" and m["channel"] == "email"
+    )
+    before = json.loads(run_demo("show", original["message_id"], "--json").stdout)
+    moved = run_demo(
+        "customers",
+        "add",
+        "c-1002",
+        "--name",
+        "Bram Okafor",
+        "--email",
+        "bram@okafor.example.net",
+        "--phone",
+        "+1 201 555 0112",
+    )
+    assert moved.returncode == 0, moved.stderr
+
+    result = run_demo("resend", original["message_id"])
+
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Queued message (\S+), a resend of (\S+)\.", result.stdout)
+    assert found is not None, result.stdout
+    copy_id, resent_id = found.groups()
+    assert resent_id == original["message_id"] and copy_id != resent_id
+    copy = json.loads(run_demo("show", copy_id, "--json").stdout)
+    assert copy["resend_of"] == original["message_id"]
+    assert copy["to"] == ["bram@okafor.example.net"]
+    assert (copy["subject"], copy["text"], copy["html"]) == (
+        before["subject"],
+        before["text"],
+        before["html"],
+    )
+    assert copy["status"] == "queued"
+    assert [entry["event"] for entry in copy["history"]] == ["Queued"]
+    after = json.loads(run_demo("show", original["message_id"], "--json").stdout)
+    assert after == before
+    listing_after = json.loads(run_demo("messages", "c-1002", "--json").stdout)
+    assert listing_after["count"] == listing["count"] + 1
