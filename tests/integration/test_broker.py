@@ -4,40 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import nats
+import psycopg
 import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 from nats.js.client import JetStreamContext
 
+from adapters.blobs import FileBlobStore
 from adapters.broker.intake import service_principal
 from adapters.broker.settings import BrokerSettings
 from adapters.broker.status import StatusPublisher
 from adapters.broker.worker import BrokerWorker, ensure_streams
-from adapters.store import store_environment
+from adapters.store import prepare_store, store_environment
 from commands.application import Ledger
 from commands.automation import MapTrigger, map_trigger
 from commands.delivery import get_message, record_delivery_event, retry_message
+from commands.directory import register_company, upsert_customer
 from commands.models import (
     RecordDeliveryEvent,
+    RegisterCompany,
     RetryMessage,
     SaveTemplate,
     SendMessage,
+    UpsertCustomer,
 )
 from commands.send import send_message
 from commands.templates import save_template
 from ledger.automation import Trigger
 from ledger.errors import StoreUnavailable
 from ledger.message import Message, idempotent_message_id
-from ledger.values import Channel, Principal, Status
+from ledger.values import Attribution, Channel, Permission, Principal, Status
+from tests.conftest import POSTGRES_URL, RUN_ID, postgres_url
 
 NATS_URL = "nats://127.0.0.1:4222"
 T = TypeVar("T")
@@ -383,46 +391,224 @@ def test_a_trigger_event_sends_its_template_attributed_to_the_user_who_caused_it
     assert len(queued) == 1
 
 
-def test_a_statement_emailed_event_attaches_its_pdf(
-    ledger: Ledger, broker_settings: BrokerSettings, staff: Principal, ada: str
-) -> None:
-    save_template(
-        ledger,
-        staff,
+STATEMENT_PDF = b"%PDF-1.7\n% statement for Ada\n%%EOF\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerCase:
+    """One trigger, the template a tenant maps it to, and what it should send."""
+
+    trigger: Trigger
+    template: SaveTemplate
+    merge_values: dict[str, str]
+    text: str
+    statement: bytes | None = None
+
+
+TRIGGER_CASES = [
+    TriggerCase(
+        Trigger.APPOINTMENT_SCHEDULED,
+        SaveTemplate(
+            template_id="appointment-booked",
+            channel=Channel.EMAIL,
+            subject="Your appointment",
+            body="Hi {{ customer_first_name }}, you are booked for {{ time }}.",
+        ),
+        {"time": "Friday 10:00"},
+        "Hi Ada, you are booked for Friday 10:00.",
+    ),
+    TriggerCase(
+        Trigger.APPOINTMENT_CHANGED,
+        SaveTemplate(
+            template_id="appointment-moved",
+            channel=Channel.SMS,
+            body="Hi {{ customer_first_name }}, your visit moved to {{ time }}.",
+        ),
+        {"time": "Monday 9:30"},
+        "Hi Ada, your visit moved to Monday 9:30.",
+    ),
+    TriggerCase(
+        Trigger.TICKET_DUE_SOON,
+        SaveTemplate(
+            template_id="due-reminder",
+            channel=Channel.SMS,
+            body="Hi {{ customer_first_name }}, ticket {{ ticket }} is due tomorrow.",
+        ),
+        {"ticket": "T-118"},
+        "Hi Ada, ticket T-118 is due tomorrow.",
+    ),
+    TriggerCase(
+        Trigger.PAYMENT_RECORDED,
+        SaveTemplate(
+            template_id="receipt",
+            channel=Channel.EMAIL,
+            subject="Payment received",
+            body="Thank you, {{ customer_first_name }}: we received {{ amount }}.",
+        ),
+        {"amount": "$120.00"},
+        "Thank you, Ada: we received $120.00.",
+    ),
+    TriggerCase(
+        Trigger.STATEMENT_EMAILED,
         SaveTemplate(
             template_id="statement",
             channel=Channel.EMAIL,
             subject="Your statement",
-            body="Your statement is attached.",
+            body="Your {{ month }} statement is attached.",
         ),
-    )
-    map_trigger(
+        {"month": "November"},
+        "Your November statement is attached.",
+        statement=STATEMENT_PDF,
+    ),
+    TriggerCase(
+        Trigger.WORKFLOW_STEP_REACHED,
+        SaveTemplate(
+            template_id="workflow-step",
+            channel=Channel.EMAIL,
+            subject="Next step",
+            body="{{ step }} is done, {{ customer_first_name }}; we will call you.",
+        ),
+        {"step": "Your X-ray review"},
+        "Your X-ray review is done, Ada; we will call you.",
+    ),
+]
+
+
+class SharedWorker:
+    """One worker on a loop of its own, serving every test of a module."""
+
+    def __init__(self, ledger: Ledger, settings: BrokerSettings) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.stack = self.call(self.start())
+
+    async def start(self) -> contextlib.AsyncExitStack:
+        stack = contextlib.AsyncExitStack()
+        client = await nats.connect(NATS_URL)
+        stack.push_async_callback(client.close)
+        worker = BrokerWorker(self.ledger, self.settings, publish_status=False)
+        await stack.enter_async_context(worker)
+        self.harness = Harness(self.ledger, self.settings, client.jetstream())
+        return stack
+
+    def call(self, work: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.call(self.stack.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def trigger_worker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedWorker]:
+    """A tenant with every trigger mapped to a template, and a worker taking them."""
+    path = tmp_path_factory.mktemp("triggers")
+    schema = f"t_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{path / 'ledger.sqlite'}"
+    else:
+        url = postgres_url(schema)
+        prepare_store(url)
+    ledger = Ledger(env=store_environment(url), blobs=FileBlobStore(path / "blobs"))
+    staff = Principal("brightside", "maria.lopez", frozenset(Permission), "Maria")
+    register_company(
         ledger,
         staff,
-        MapTrigger(trigger=Trigger.STATEMENT_EMAILED, template_id="statement"),
+        RegisterCompany(
+            name="Brightside Dental",
+            email_sender="office@brightside.example",
+            sms_sender="+12015550100",
+        ),
     )
-    pdf = b"%PDF-1.7\n% statement for Ada\n%%EOF\n"
-    event = {
-        "event_id": "stmt-2026-11",
-        "customer_id": ada,
-        "statement": {
-            "name": "statement-2026-11.pdf",
-            "content": base64.b64encode(pdf).decode(),
-        },
-    }
+    upsert_customer(
+        ledger,
+        staff,
+        UpsertCustomer(
+            customer_id="c-ada",
+            name="Ada Fernsby",
+            email="ada.fernsby@example.com",
+            cell_phone="+12015550111",
+        ),
+    )
+    for case in TRIGGER_CASES:
+        save_template(ledger, staff, case.template)
+        map_trigger(
+            ledger,
+            staff,
+            MapTrigger(trigger=case.trigger, template_id=case.template.template_id),
+        )
+    token = uuid.uuid4().hex[:10]
+    settings = BrokerSettings(
+        servers=NATS_URL, root=f"t{token}", stream_prefix=f"T{token}", batch_size=8
+    )
+    worker = SharedWorker(ledger, settings)
+    yield worker
+    worker.close()
+    asyncio.run(delete_streams(settings))
+    ledger.close()
+    if request.param == "postgres":
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
-    async def scenario(harness: Harness) -> Message:
-        await harness.publish("brightside", "triggers.StatementEmailed", event, "s-1")
-        key = "trigger:StatementEmailed:stmt-2026-11"
+
+@pytest.mark.parametrize("user", ["jo.cashier", None], ids=["by-a-user", "by-system"])
+@pytest.mark.parametrize("case", TRIGGER_CASES, ids=lambda case: case.trigger.value)
+def test_every_trigger_queues_its_mapped_template_attributed_and_recorded(
+    trigger_worker: SharedWorker, case: TriggerCase, user: str | None
+) -> None:
+    ledger = trigger_worker.ledger
+    event_id = f"{case.trigger.value.lower()}-{user or 'system'}"
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "customer_id": "c-ada",
+        "merge_values": case.merge_values,
+    }
+    if user is not None:
+        event |= {"user_id": user, "user_name": "Jo Cashier"}
+    if case.statement is not None:
+        content = base64.b64encode(case.statement).decode()
+        event["statement"] = {"name": "statement-2026-11.pdf", "content": content}
+    key = f"trigger:{case.trigger.value}:{event_id}"
+
+    async def publish_and_wait() -> Message:
+        harness = trigger_worker.harness
+        subject = f"triggers.{case.trigger.value}"
+        await harness.publish("brightside", subject, event, f"{event_id}-delivery")
         return await eventually(message_for(ledger, "brightside", key), "the message")
 
-    message = run_with_worker(ledger, broker_settings, scenario, publish_status=False)
+    message = trigger_worker.call(publish_and_wait())
 
-    assert message.sent_by["user_id"] is None
-    [attachment] = message.attachments
-    assert attachment["name"] == "statement-2026-11.pdf"
-    assert attachment["media_type"] == "application/pdf"
-    assert ledger.blobs.get(attachment["sha256"]) == pdf
+    assert message.status == Status.QUEUED
+    assert message.channel == case.template.channel
+    assert (message.template_id, message.text) == (
+        case.template.template_id,
+        case.text,
+    )
+    assert message.sent_by == {
+        "user_id": user,
+        "trigger": f"{case.trigger.value}:{event_id}",
+    }
+    assert Attribution(**message.sent_by).label == (user or "System")
+    if case.statement is None:
+        assert message.attachments == []
+    else:
+        [attachment] = message.attachments
+        assert attachment["name"] == "statement-2026-11.pdf"
+        assert attachment["media_type"] == "application/pdf"
+        assert ledger.blobs.get(attachment["sha256"]) == case.statement
 
 
 def test_an_unmapped_or_unknown_trigger_is_dead_lettered_saying_how_to_fix_it(
