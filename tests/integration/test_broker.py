@@ -8,10 +8,11 @@ import contextlib
 import dataclasses
 import json
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import nats
 import psycopg
@@ -280,12 +281,17 @@ def test_a_send_without_any_idempotency_key_is_refused(
 
 
 class FlakyLedger(Ledger):
-    """A ledger whose store refuses the first `failures` commits, as in an outage."""
+    """A ledger whose store refuses the first `failures` commits, as in an outage.
+
+    `commits` keeps when each commit was tried (time.monotonic()).
+    """
 
     name = "ledger"
     failures = 0
+    commits: ClassVar[list[float]] = []
 
     def commit(self, aggregates: Sequence[Aggregate]) -> None:
+        FlakyLedger.commits.append(time.monotonic())
         if FlakyLedger.failures > 0:
             FlakyLedger.failures -= 1
             raise StoreUnavailable("The event store is restarting; nothing recorded.")
@@ -298,6 +304,7 @@ def flaky_ledger(ledger: Ledger, ledger_url: str) -> Iterator[FlakyLedger]:
     yield flaky
     flaky.close()
     FlakyLedger.failures = 0
+    FlakyLedger.commits.clear()
 
 
 def test_a_command_that_meets_a_store_outage_is_redelivered_later_and_recorded(
@@ -315,6 +322,26 @@ def test_a_command_that_meets_a_store_outage_is_redelivered_later_and_recorded(
 
     assert message.status == Status.QUEUED
     assert FlakyLedger.failures == 0
+
+
+def test_a_command_that_meets_a_store_outage_is_redelivered_after_the_delay(
+    flaky_ledger: FlakyLedger, broker_settings: BrokerSettings, ada: str
+) -> None:
+    """Negatively acked with a delay, not at once: no hot redelivery loop."""
+    delay = 1.0
+    settings = dataclasses.replace(broker_settings, retry_delays=(delay,))
+    FlakyLedger.failures = 1
+
+    async def scenario(harness: Harness) -> None:
+        await harness.publish("brightside", "commands.send", SEND, "later-1")
+        await eventually(
+            message_for(flaky_ledger, "brightside", "nats:later-1"), "the message"
+        )
+
+    run_with_worker(flaky_ledger, settings, scenario, publish_status=False)
+
+    failed, recorded = FlakyLedger.commits
+    assert delay * 0.9 <= recorded - failed < delay + 2.0
 
 
 def test_a_command_that_keeps_meeting_an_outage_is_dead_lettered_in_the_end(
