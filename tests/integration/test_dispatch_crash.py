@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from commands.application import Ledger
-from commands.models import SendMessage
+from commands.delivery import record_delivery_event, retry_message
+from commands.directory import upsert_customer
+from commands.models import (
+    RecordDeliveryEvent,
+    RetryMessage,
+    SendMessage,
+    UpsertCustomer,
+)
 from commands.send import send_message
 from ledger.mail_identity import parse_message_id_header
 from ledger.message import Message
@@ -123,6 +132,83 @@ def test_dispatcher_killed_mid_run_loses_nothing_and_records_each_attempt_once(
     assert set(received_ids(sink)) == ids
     assert set(sent_counts(ledger, ids).values()) == {1}
     assert b"sent" in output
+
+
+BEN = "ben.okafor@example.com"
+
+
+def outcomes(ledger: Ledger, message_id: str) -> list[Message.Sent | Message.Failed]:
+    return [
+        e
+        for e in ledger.events.get(uuid.UUID(message_id))
+        if isinstance(e, Message.Sent | Message.Failed)
+        and e.provider_event_id is not None
+        and e.provider_event_id.startswith("dispatch-")
+    ]
+
+
+def status_of(ledger: Ledger, message_id: str) -> Status:
+    message = ledger.load(Message, uuid.UUID(message_id))
+    assert message is not None
+    return message.status
+
+
+def received_at_least(sink: Sink, count: int) -> bool:
+    return len(sink.received) >= count
+
+
+def test_dispatcher_killed_at_random_moments_ends_every_message_once(
+    ledger: Ledger,
+    ledger_url: str,
+    staff: Principal,
+    ada: str,
+    tmp_path: Path,
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    to_ada = queue_emails(ledger, staff, ada, 40)
+    upsert_customer(
+        ledger, staff, UpsertCustomer(customer_id="c-ben", name="Ben Okafor", email=BEN)
+    )
+    to_ben = queue_emails(ledger, staff, "c-ben", 5)
+    retried = queue_emails(ledger, staff, ada, 1)
+    [again] = retried
+    record_delivery_event(
+        ledger,
+        staff,
+        RecordDeliveryEvent(
+            message_id=again, outcome="failed", provider="smtp", reason="greylisted"
+        ),
+    )
+    retry_message(ledger, staff, RetryMessage(message_id=again))
+    sink = Sink(data_delay=0.02, rcpt_answers={BEN: ["550 5.1.1 No such user"] * 100})
+    seed = random.randrange(2**32)
+    chance = random.Random(seed)
+    kills = []
+
+    with smtp_server(sink) as port:
+        env = worker_env(ledger_url, tmp_path, port)
+        for _ in range(3):
+            process = worker(started, env, "--batch-size", "8", "--concurrency", "2")
+            target = min(len(sink.received) + chance.randint(0, 12), len(to_ada))
+            wait_for(partial(received_at_least, sink, target))
+            pause = chance.uniform(0, 0.15)
+            time.sleep(pause)
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=10)
+            kills.append((len(sink.received), round(pause, 3)))
+        last = worker(started, env, "--once", "--batch-size", "8")
+        _, errors = last.communicate(timeout=60)
+
+    context = f"seed {seed}, kills (received, pause) {kills}"
+    assert last.returncode == 0, errors.decode()
+    statuses = {i: status_of(ledger, i) for i in to_ada | to_ben | retried}
+    assert {statuses[i] for i in to_ada | retried} == {Status.SENT}, context
+    assert {statuses[i] for i in to_ben} == {Status.FAILED}, context
+    for message_id in to_ada | to_ben | retried:
+        assert len(outcomes(ledger, message_id)) == 1, (message_id, context)
+    received = {parse_message_id_header(h) for h in sink.message_ids}
+    expected = {(uuid.UUID(i), 1) for i in to_ada} | {(uuid.UUID(again), 2)}
+    assert received == expected, context
 
 
 def test_several_dispatchers_at_once_send_each_message_once(
