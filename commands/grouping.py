@@ -34,7 +34,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 MAX_GROUP = 256
+# How many decided groups, at most, the writer merges into one transaction.
+MERGED_GROUPS = 4
 
 ReadRound = Callable[[Ledger], Iterable[UUID]]
 """Names aggregates a decision will load; it may load (never change) earlier reads."""
@@ -74,6 +76,15 @@ class Request(Generic[R]):
     reads: Sequence[ReadRound] = ()
     loads_read_only: bool = False
     future: Future[R] = field(default_factory=Future)
+
+
+@dataclass
+class Committed:
+    """The writer's word that one transaction is over, committed or not."""
+
+    written: set[UUID]
+    events: list[Any]
+    groups: int
 
 
 @dataclass
@@ -95,8 +106,13 @@ class GroupCommitter:
         self.groups_committed = 0
         self.commands_committed = 0
         self._in_flight: set[UUID] = set()
+        self._writes_pending = 0
+        self._reported = False
         self._cache = ReadCache()
-        self._queue: queue.SimpleQueue[Request[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Request[Any] | Committed | None] = (
+            queue.SimpleQueue()
+        )
+        self._to_write: queue.SimpleQueue[list[Decided] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="group-committer", daemon=True
@@ -199,71 +215,98 @@ class GroupCommitter:
         self.close()
 
     def _run(self) -> None:
-        """Decide round after round; each round's write overlaps the next decide."""
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-writer")
-        writing: Future[list[Any]] | None = None
+        """Decide round after round while the writer commits earlier rounds."""
+        writer = threading.Thread(
+            target=self._write_all, name="group-writer", daemon=True
+        )
+        writer.start()
         deferred: list[Request[Any]] = []
         stop = False
-        while deferred or not stop:
-            group, stop = self._gather(deferred, stop)
+        while not stop or deferred or self._writes_pending:
+            group: list[Request[Any]] = []
+            if deferred and (self._reported or not self._in_flight):
+                group, deferred = deferred, []
+            stop = self._collect(group, block=not group, stop=stop)
             if not group:
-                break
-            decided, deferred = self._decide_safely(group)
-            if writing is not None:
-                self._cache.remember_written(writing.result())
-                writing = None
-            self._in_flight = set()
+                continue
+            decided, held_back = self._decide_safely(group)
+            if held_back:
+                deferred += held_back
+                self._reported = False
             if not decided:
                 continue
-            if deferred or not self._queue.empty():
-                self._in_flight = {
-                    aggregate.id
-                    for item in decided
-                    for aggregate in item.decision.aggregates
-                }
-                writing = writer.submit(self._save_safely, decided)
+            if self._writes_pending or deferred or not self._queue.empty():
+                self._in_flight |= written_by(decided)
+                self._writes_pending += 1
+                self._to_write.put(decided)
             else:
                 # Nothing else to decide meanwhile: saving here spares a lone
                 # caller the hand-over to the writer thread.
                 self._cache.remember_written(self._save_safely(decided))
-        if writing is not None:
-            writing.result()
-        writer.shutdown()
+        self._to_write.put(None)
+        writer.join()
         self._refuse_stragglers()
 
     def _refuse_stragglers(self) -> None:
         """Fail requests that slipped in while the committer was closing."""
-        closed = CommitterClosed(
-            "The group committer was closed before this command ran; send it again."
-        )
         while True:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if request is not None:
-                fail_unresolved([request], closed)
+            if isinstance(request, Request):
+                fail_unresolved([request], closed_early())
 
-    def _gather(
-        self, deferred: list[Request[Any]], stop: bool
-    ) -> tuple[list[Request[Any]], bool]:
-        """Deferred requests first, then whatever else has arrived (or the next)."""
-        group = list(deferred)
-        if not group and not stop:
-            first = self._queue.get()
-            if first is None:
-                return [], True
-            group.append(first)
-        while not stop and len(group) < self.max_group:
+    def _collect(self, group: list[Request[Any]], *, block: bool, stop: bool) -> bool:
+        """Add what has arrived to `group`, taking in the writer's reports.
+
+        With `block`, waits for at least one arrival. Returns whether the
+        committer has been told to stop; requests after that are refused.
+        """
+        while True:
             try:
-                more = self._queue.get_nowait()
+                item = self._queue.get(block=block)
             except queue.Empty:
-                break
-            if more is None:
+                return stop
+            block = False
+            if isinstance(item, Committed):
+                self._absorb(item)
+            elif item is None:
                 stop = True
+            elif stop:
+                fail_unresolved([item], closed_early())
             else:
-                group.append(more)
-        return group, stop
+                group.append(item)
+                if len(group) >= self.max_group:
+                    return stop
+
+    def _absorb(self, committed: Committed) -> None:
+        """A transaction of the writer's is over: its aggregates may be read again."""
+        self._cache.remember_written(committed.events)
+        self._in_flight -= committed.written
+        self._writes_pending -= committed.groups
+        self._reported = True
+
+    def _write_all(self) -> None:
+        """The writer thread: commit decided groups, merging those that wait."""
+        stop = False
+        while not stop:
+            first = self._to_write.get()
+            if first is None:
+                return
+            batch, groups = list(first), 1
+            while len(batch) < self.max_group * MERGED_GROUPS:
+                try:
+                    more = self._to_write.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch += more
+                groups += 1
+            events = self._save_safely(batch)
+            self._queue.put(Committed(written_by(batch), events, groups))
 
     def _decide_safely(
         self, requests: list[Request[Any]]
@@ -397,11 +440,22 @@ class GroupCommitter:
             request.future.set_result(result)
 
 
+def closed_early() -> CommitterClosed:
+    return CommitterClosed(
+        "The group committer was closed before this command ran; send it again."
+    )
+
+
 def fail_unresolved(requests: Iterable[Request[Any]], exc: Exception) -> None:
     """Give `exc` to every request not yet answered."""
     for request in requests:
         if not request.future.done():
             request.future.set_exception(exc)
+
+
+def written_by(decided: Iterable[Decided]) -> set[UUID]:
+    """The aggregates these decisions write."""
+    return {aggregate.id for item in decided for aggregate in item.decision.aggregates}
 
 
 def named_reads(ledger: Ledger, read_round: ReadRound) -> list[UUID]:
