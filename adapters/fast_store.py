@@ -8,12 +8,20 @@ of commands on what that one query returns.
 
 The library's recorder sends a batch as one array of a composite type, which
 psycopg renders to text field by field in Python; at a few hundred events per
-transaction that rendering costs more than the database does. This recorder
-sends four parallel arrays in binary instead and unnests them server-side.
-It also skips psycopg's pipeline mode and the per-call composition of the
-lock and notify statements, which cost a single-event transaction over a
-millisecond of client CPU: the statements are rendered once, and the lock,
-lock timeout and NOTIFY go to the server together as one simple query.
+transaction that rendering costs more than the database does. It also takes
+four round trips (BEGIN, the lock, the insert, COMMIT). In a busy process
+every round trip costs more than the database's work: the thread waiting on
+the socket must win the interpreter lock back from the threads deciding the
+next commands, about a millisecond each time under load (see "Write path" in
+docs/performance.md). So an application save here is ONE simple query: the
+lock timeout, the table lock, the NOTIFY and a multi-row INSERT, which
+PostgreSQL runs as one implicit transaction, committed (and durable) before
+it answers, or rolled back whole on any error. Its values are written as
+literals that cannot carry SQL: canonical UUIDs, integers, hex-encoded state
+decoded by the server, and topics quoted by libpq. A consumer's save with a
+tracking position still goes the library's way of one statement at a time,
+with the lock and NOTIFY as one simple query and the events as four binary
+arrays unnested server-side.
 
 Everything else is the library's: the same table and columns, the same
 `LOCK TABLE … IN EXCLUSIVE MODE` so notification order equals commit order,
@@ -47,6 +55,7 @@ from eventsourcing.postgres import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
+from psycopg.pq import Escaping, ExecStatus
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
@@ -56,6 +65,7 @@ CREATE_ATTEMPTS = 5
 class RenderedStatements(NamedTuple):
     lock_and_notify: bytes
     insert: bytes
+    insert_values: bytes
     select: bytes
     select_after: bytes
 
@@ -86,7 +96,12 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             "FROM {schema}.{table} WHERE originator_id = ANY(%s) "
             "ORDER BY originator_id, originator_version"
         ).format(**names)
+        self.values_insert_statement = SQL(
+            "INSERT INTO {schema}.{table} "
+            "(originator_id, originator_version, topic, state) VALUES "
+        ).format(**names)
         self._statements: RenderedStatements | None = None
+        self._quoted_topics: dict[str, bytes] = {}
         # One index probe per aggregate, whatever the table's statistics say:
         # as a plain join, a table never analysed (autovacuum off, or not yet
         # run) is hash-joined by a full scan, which grows with the log.
@@ -141,6 +156,8 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             return inserted
         with self.datastore.get_connection() as connection:
             statements = self._rendered(connection)
+            if not given(kwargs):
+                return self._insert_in_one_query(connection, statements, stored_events)
             with connection.transaction():
                 self._record_alongside(connection, kwargs)
                 connection.execute(statements.lock_and_notify)
@@ -148,6 +165,43 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
                     statements.insert, self._columns(stored_events)
                 ).fetchall()
         return [row["notification_id"] for row in rows]
+
+    def _insert_in_one_query(
+        self,
+        connection: Connection[Any],
+        statements: RenderedStatements,
+        stored_events: Sequence[StoredEvent],
+    ) -> list[int]:
+        """Lock, notify and insert as one implicit transaction: one round trip."""
+        rows = b", ".join(
+            b"('%s', %d, %s, decode('%s', 'hex'))"
+            % (
+                str(event.originator_id).encode(),
+                event.originator_version,
+                self._quoted_topic(connection, event.topic),
+                event.state.hex().encode(),
+            )
+            for event in stored_events
+        )
+        cursor = connection.cursor(row_factory=tuple_row)
+        cursor.execute(
+            b"%s; %s%s RETURNING notification_id"
+            % (statements.lock_and_notify, statements.insert_values, rows)
+        )
+        while cursor.pgresult is None or cursor.pgresult.status != (
+            ExecStatus.TUPLES_OK
+        ):
+            if not cursor.nextset():
+                raise InternalError("the insert returned no notification ids")
+        return [notification_id for (notification_id,) in cursor.fetchall()]
+
+    def _quoted_topic(self, connection: Connection[Any], topic: str) -> bytes:
+        """The topic as an SQL string literal, quoted by libpq once per topic."""
+        quoted = self._quoted_topics.get(topic)
+        if quoted is None:
+            quoted = Escaping(connection.pgconn).escape_literal(topic.encode())
+            self._quoted_topics[topic] = quoted
+        return quoted
 
     def _takes(self, options: dict[str, Any]) -> bool:
         """Whether this insert handles these options itself (else the library does).
@@ -184,6 +238,7 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             self._statements = RenderedStatements(
                 lock_and_notify,
                 self.array_insert_statement.as_bytes(connection),
+                self.values_insert_statement.as_bytes(connection),
                 self.select_statement.as_bytes(connection),
                 self.select_after_statement.as_bytes(connection),
             )
