@@ -16,19 +16,21 @@ server may have queued the message already.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.header import Header
+from email import policy
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Literal
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from commands.ports import OutcomeKind, OutgoingAttachment, OutgoingEmail, SendOutcome
+from commands.ports import OutcomeKind, OutgoingEmail, SendOutcome
 from ledger.errors import LedgerError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,37 @@ SMTP_OK = 250
 SERVICE_CLOSING = 421
 # RFC 5321 §3.4: 251 "user not local; will forward" accepts the recipient too.
 RCPT_ACCEPTED = frozenset({250, 251})
+# RFC 5322 §2.1.1: header lines of at most 78 characters, as the library folds.
+FOLD_AT = 78
+LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+class HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header's class only once.
+
+    The library's registry makes a new class every time it parses a header,
+    about a third of the CPU an email took to compose (see "Delivery" in
+    docs/performance.md); the classes it makes for one name are all alike.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self.made.get(key)
+        if made is None:
+            made = self.made[key] = super().__getitem__(name)
+        return made
+
+
+# SMTP's CRLF and 78-column folding; 7bit makes the library pick quoted-printable
+# or base64 for any body that is not plain ASCII, since `transact` does not ask
+# the server for 8BITMIME. Headers stored with `set_raw` are written as given.
+MIME_POLICY = policy.SMTP.clone(
+    cte_type="7bit", refold_source="none", header_factory=HeaderClasses()
+)
 
 
 class BadSmtpUrl(LedgerError):
@@ -103,91 +136,64 @@ def redacted(url: str) -> str:
 def compose_email(email: OutgoingEmail, *, with_bcc: bool = False) -> bytes:
     """The MIME message for one attempt, as the bytes that go over the wire.
 
-    Written out directly rather than through the standard library's message
-    classes, which spent more time per message than everything else the
-    dispatcher does (see "Delivery" in docs/performance.md); the tests read
-    the result back with the standard library's parser. Bodies are base64, so
-    the boundary's "=_" can never occur inside a part. Bcc stays out of the
-    bytes unless asked for (the outbox keeps it); the SMTP envelope carries
-    those recipients.
+    Built with the standard library's EmailMessage: the text, the HTML as its
+    alternative, the attachments beside them (non-ASCII names as RFC 2231
+    parameters). Bcc stays out of the bytes unless asked for (the outbox keeps
+    it); the SMTP envelope carries those recipients. A header value with a
+    line break in it, or a non-ASCII address, is refused with ValueError.
     """
-    boundary = f"=_{email.message_id.hex}.{email.attempt}"
-    lines = [
-        f"From: {address_list([email.sender])}",
-        f"To: {address_list(email.to)}",
-    ]
+    message = EmailMessage(policy=MIME_POLICY)
+    # Addresses and links go in as written, folded between them. The library
+    # would fold two addresses each too long for a line with an empty line
+    # between them, which ends the headers there (CPython gh-142006), and a
+    # long link into an RFC 2047 encoded word, which no client reads as a link.
+    message.set_raw("From", address_list("From", [email.sender]))
+    message.set_raw("To", address_list("To", email.to))
     if email.cc:
-        lines.append(f"Cc: {address_list(email.cc)}")
+        message.set_raw("Cc", address_list("Cc", email.cc))
     if email.bcc and with_bcc:
-        lines.append(f"Bcc: {address_list(email.bcc)}")
-    lines += [
-        f"Subject: {header_text(email.subject)}",
-        f"Date: {formatdate(usegmt=True)}",
-        f"Message-ID: {single_line(email.message_id_header)}",
-        "MIME-Version: 1.0",
-    ]
+        message.set_raw("Bcc", address_list("Bcc", email.bcc))
+    message["Subject"] = single_line(email.subject)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = single_line(email.message_id_header)
     if email.reply_to:
-        lines.append(f"Reply-To: {address_list([email.reply_to])}")
+        message.set_raw("Reply-To", address_list("Reply-To", [email.reply_to]))
     if email.list_unsubscribe:
-        links = ", ".join(f"<{single_line(link)}>" for link in email.list_unsubscribe)
-        lines.append(f"List-Unsubscribe: {links}")
+        message.set_raw("List-Unsubscribe", unsubscribe_links(email.list_unsubscribe))
         if email.list_unsubscribe[0].startswith("https://"):
-            lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if email.automated:
         # RFC 3834: tells auto-responders not to answer a machine's message.
-        lines.append("Auto-Submitted: auto-generated")
+        message["Auto-Submitted"] = "auto-generated"
 
-    body = text_part("plain", email.text)
+    message.set_content(email.text)
     if email.html:
-        body = multipart(
-            "alternative", f"{boundary}a", [body, text_part("html", email.html)]
+        message.add_alternative(email.html, subtype="html")
+    for attachment in email.attachments:
+        maintype, subtype = media_type(attachment.media_type)
+        message.add_attachment(
+            attachment.content,
+            maintype=maintype,
+            subtype=subtype,
+            filename=single_line(attachment.name),
         )
-    if email.attachments:
-        parts = [body] + [attachment_part(a) for a in email.attachments]
-        body = multipart("mixed", f"{boundary}m", parts)
-    return "\r\n".join(lines).encode("ascii") + b"\r\n" + body
+    return message.as_bytes()
 
 
-def text_part(subtype: str, text: str) -> bytes:
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: base64\r\n\r\n"
-    ).encode() + base64_lines(text.encode("utf-8"))
+def media_type(declared: str) -> tuple[str, str]:
+    """The type and subtype an attachment's bytes go out as.
+
+    A multipart or message type would need its content parsed into parts, and
+    the library writes such bytes unencoded, so those go as octet-stream.
+    """
+    maintype, _, subtype = single_line(declared).partition("/")
+    if not maintype or maintype.lower() in ("multipart", "message"):
+        return "application", "octet-stream"
+    return maintype, subtype or "octet-stream"
 
 
-def attachment_part(attachment: OutgoingAttachment) -> bytes:
-    maintype, _, subtype = attachment.media_type.partition("/")
-    media_type = single_line(f"{maintype or 'application'}/{subtype or 'octet-stream'}")
-    if attachment.name.isascii():
-        quoted = attachment.name.replace("\\", "\\\\").replace('"', '\\"')
-        filename = f'filename="{single_line(quoted)}"'
-    else:
-        # RFC 2231: a parameter value in another charset, percent-encoded.
-        filename = f"filename*=utf-8''{quote(attachment.name, safe='')}"
-    return (
-        f"Content-Type: {media_type}\r\n"
-        f"Content-Disposition: attachment; {filename}\r\n"
-        "Content-Transfer-Encoding: base64\r\n\r\n"
-    ).encode() + base64_lines(attachment.content)
-
-
-def multipart(subtype: str, boundary: str, parts: list[bytes]) -> bytes:
-    separator = f"\r\n--{boundary}\r\n".encode()
-    return (
-        f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'.encode()
-        + separator
-        + separator.join(parts)
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-
-
-def base64_lines(content: bytes) -> bytes:
-    """Base64 in lines of 76 characters, each ended by CRLF."""
-    return base64.encodebytes(content).replace(b"\n", b"\r\n")
-
-
-def address_list(addresses: Sequence[str]) -> str:
-    """Addresses for a header, folded between addresses when the list is long."""
+def address_list(name: str, addresses: Sequence[str]) -> str:
+    """The value of an address header, refused if an address is not ASCII."""
     for address in addresses:
         if not address.isascii():
             raise ValueError(
@@ -195,21 +201,33 @@ def address_list(addresses: Sequence[str]) -> str:
                 "send SMTPUTF8 mail"
             )
         single_line(address)
-    joined = ", ".join(addresses)
-    return joined if len(joined) < 900 else ",\r\n ".join(addresses)
+    return folded(name, addresses)
 
 
-def header_text(value: str) -> str:
-    """Plain ASCII as it is; anything else as RFC 2047 encoded words."""
-    single_line(value)
-    if value.isascii():
-        return value
-    return Header(value, "utf-8").encode(linesep="\r\n")
+def unsubscribe_links(links: Sequence[str]) -> str:
+    """The List-Unsubscribe value (RFC 2369): each link in angle brackets."""
+    for link in links:
+        if not link.isascii():
+            raise ValueError(f"{link} is not an ASCII link; percent-encode it")
+        single_line(link)
+    return folded("List-Unsubscribe", [f"<{link}>" for link in links])
+
+
+def folded(name: str, items: Sequence[str]) -> str:
+    """The items separated by commas, one a line if together they pass 78 columns."""
+    joined = ", ".join(items)
+    if len(name) + 2 + len(joined) <= FOLD_AT:
+        return joined
+    return ",\r\n ".join(items)
 
 
 def single_line(value: str) -> str:
-    """The value, refused if a line break in it could forge a header."""
-    if "\r" in value or "\n" in value:
+    """The value, refused if a line break in it could forge a header.
+
+    Every character `str.splitlines` breaks at counts, as the standard
+    library's header checks do.
+    """
+    if LINE_BREAK.search(value):
         raise ValueError(f"a header value contains a line break: {value!r}")
     return value
 
