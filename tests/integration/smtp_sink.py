@@ -42,7 +42,10 @@ class Sink:
     `rcpt_answers[address]` is a list of replies given to RCPT for that address,
     one per try (any 2xx lets it through); `mail_answers` likewise for MAIL;
     `drop_data` is how many DATA commands to answer by closing the connection
-    after the message arrived.
+    after the message arrived. `data_delay` holds up every DATA before its
+    message is kept; `late_answers` are seconds to wait, one per DATA, before
+    answering a message already kept, as a server that queued it and then
+    stalls (a client that gives up meanwhile leaves it delivered).
     """
 
     rcpt_answers: dict[str, list[str]] = field(default_factory=dict)
@@ -50,6 +53,7 @@ class Sink:
     knows_ehlo: bool = True
     drop_data: int = 0
     data_delay: float = 0.0
+    late_answers: list[float] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
 
@@ -111,6 +115,8 @@ class Sink:
         if self.drop_data:
             self.drop_data -= 1
             server.transport.close()
+        if self.late_answers:
+            await asyncio.sleep(self.late_answers.pop(0))
         return "250 2.0.0 Ok: queued"
 
     def authenticate(

@@ -19,10 +19,10 @@ from tests.integration.smtp_sink import Sink, smtp_server
 ADA = "ada.fernsby@example.com"
 
 
-def dispatch(ledger: Ledger, port: int, tmp_path: Path) -> None:
+def dispatch(ledger: Ledger, port: int, tmp_path: Path, timeout: float = 30) -> None:
     dispatcher = Dispatcher(
         ledger,
-        SmtpProvider(SmtpSettings("127.0.0.1", port, tls="none")),
+        SmtpProvider(SmtpSettings("127.0.0.1", port, tls="none", timeout=timeout)),
         JsonLinesSmsOutbox(tmp_path / "sms.jsonl"),
         DispatchPolicy(max_tries=3, first_backoff=0.01),
     )
@@ -119,3 +119,20 @@ def test_lost_connection_is_retried_with_the_same_message_id_and_recorded_once(
     first, second = sink.message_ids
     assert first == second
     assert first.startswith(f"<{message_id}.1@")
+
+
+def test_timeout_after_data_is_retried_with_the_same_message_id_and_recorded_once(
+    ledger: Ledger, staff: Principal, ada: str, tmp_path: Path
+) -> None:
+    message_id = queue_email(ledger, staff, ada)
+    sink = Sink(late_answers=[0.5])
+
+    with smtp_server(sink) as port:
+        dispatch(ledger, port, tmp_path, timeout=0.2)
+
+    message = get_message(ledger, staff, message_id)
+    assert message.status == Status.SENT
+    [sent] = outcomes(ledger, message)
+    assert isinstance(sent, Message.Sent)
+    assert sent.provider_message_id.startswith(f"<{message_id}.1@")
+    assert sink.message_ids == [sent.provider_message_id] * 2

@@ -279,6 +279,18 @@ def test_connection_dropped_after_data_is_an_unknown_outcome_then_reconnects() -
     assert sink.message_ids == [first.message_id_header] * 2
 
 
+def test_timeout_waiting_for_the_answer_to_data_is_an_unknown_outcome() -> None:
+    sink = Sink(late_answers=[0.5])
+    first = email()
+
+    with smtp_server(sink) as port:
+        outcomes = send(plain(port, timeout=0.2), first, first)
+
+    assert [o.kind for o in outcomes] == [OutcomeKind.UNKNOWN, OutcomeKind.ACCEPTED]
+    assert outcomes[0].detail["error"] == "SMTPReadTimeoutError"
+    assert sink.message_ids == [first.message_id_header] * 2
+
+
 def test_server_that_is_down_is_a_transient_failure() -> None:
     with smtp_server(Sink()) as port:
         pass
