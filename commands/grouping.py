@@ -2,7 +2,7 @@
 
 Callers (threads, or asyncio tasks) hand a decision function to a
 `GroupCommitter`. One committer thread takes whatever has arrived, reads what
-the group needs in one query per round, decides each command on that state,
+the group needs (in one query, most often), decides each command on that state,
 and saves every aggregate of the group in ONE transaction. Each caller hears
 its own outcome only after that transaction has committed.
 
@@ -22,9 +22,19 @@ The rules it keeps:
   soon as it is idle, and groups only what arrived while it was busy, capped
   at `max_group` commands, so a lone caller waits for nobody.
 
-The next group is decided while the previous transaction is in flight. A
-request that reads or writes an aggregate that transaction writes is held back
-a round, so no decision is taken on state that is about to change.
+Deciding and writing overlap. The committer thread hands each decided group
+to a writer thread and goes straight on to the next; the writer commits
+groups one transaction after another, and when several are waiting it merges
+them (up to MERGED_GROUPS) into one transaction, which then succeeds or fails
+as one group. A request that reads or writes an aggregate that a transaction
+still in flight writes is held back until the writer reports that
+transaction over, so no decision is taken on state that is about to change.
+
+Each round reads what its group needs in as few queries as it can: a read
+round that depends on an earlier one (a send's suppression records depend on
+its customer's addresses) is named on the cached state when the cache holds
+what it loads, and read in the same query; if that query shows the cached
+state had moved on, the round is named again and read once more.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -85,6 +95,105 @@ class Committed:
     written: set[UUID]
     events: list[Any]
     groups: int
+
+
+class Naming:
+    """One request's progress through its read rounds within a group's read-ahead.
+
+    A round named on cached state is a guess: it stands if the query that
+    follows finds that none of the aggregates it loaded had changed, and is
+    named again otherwise.
+    """
+
+    def __init__(self, request: Request[Any]) -> None:
+        self.rounds = request.reads
+        self.done = 0
+        self.named: set[UUID] = set()
+        self.guessed_from: int | None = None
+        self.leaned_on: set[UUID] = set()
+
+    @property
+    def rounds_left(self) -> bool:
+        return self.done < len(self.rounds)
+
+    def name_next(self, ledger: Ledger) -> None:
+        self.named.update(named_reads(ledger, self.rounds[self.done]))
+        self.done += 1
+
+    def guessed(self, leaning_on: set[UUID]) -> None:
+        """The round just named was named on these cached aggregates.
+
+        They are read in the coming query too, which tells whether they moved.
+        """
+        if self.guessed_from is None:
+            self.guessed_from = self.done - 1
+        self.leaned_on |= leaning_on
+        self.named |= leaning_on
+
+    def check_guesses(self, moved: set[UUID]) -> None:
+        """Keep the guessed rounds, unless one loaded an aggregate that moved on."""
+        if self.guessed_from is not None and self.leaned_on & moved:
+            self.done = self.guessed_from
+        self.guessed_from = None
+        self.leaned_on = set()
+
+
+class NotHeld(Exception):
+    """A read round being guessed needs an aggregate the cache does not hold."""
+
+
+class Guess(Mapping[UUID, Sequence[Any]]):
+    """What a guessed read round may load: this group's reads, then the cache.
+
+    It notes every cached aggregate the round loads, and refuses (NotHeld)
+    one the cache does not hold, rather than let it be read from the store.
+    """
+
+    def __init__(self, cache: ReadCache, read: History) -> None:
+        self._cache = cache
+        self._read = read
+        self.used: set[UUID] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: UUID) -> Sequence[Any]:
+        if key in self._read:
+            return self._read[key]
+        events = self._cache.events_of(key)
+        if events is None:
+            raise NotHeld(key)
+        self.used.add(key)
+        return events
+
+    def __iter__(self) -> Iterator[UUID]:
+        return iter(self._read)
+
+    def __len__(self) -> int:
+        return len(self._read)
+
+
+class GuessedProjections(dict[UUID, object]):
+    """Projections for a guessed read round: this group's, then the cache's."""
+
+    def __init__(
+        self, cache: ReadCache, read: dict[UUID, object], guess: Guess
+    ) -> None:
+        super().__init__(read)
+        self._cache = cache
+        self._guess = guess
+
+    def __contains__(self, key: object) -> bool:
+        if super().__contains__(key):
+            return True
+        if not isinstance(key, UUID):
+            return False
+        projection = self._cache.projection_of(key)
+        if projection is None:
+            return False
+        self._guess.used.add(key)
+        self[key] = projection
+        return True
 
 
 @dataclass
@@ -379,26 +488,55 @@ class GroupCommitter:
     def _read_ahead(
         self, requests: list[Request[Any]]
     ) -> tuple[History, list[set[UUID]], dict[UUID, object]]:
-        """Read, round by round, every aggregate the group's decisions name.
+        """Read every aggregate the group's decisions name, in as few queries as can be.
+
+        Read rounds are named in order. A later round normally waits for the
+        query that reads what the earlier ones named; when the cache holds
+        all of that, the round is named at once on the cached state and read
+        in the same query. Should the query find that any of those cached
+        aggregates had moved on, the round is named again on what was read
+        (one more query, for that request only).
 
         Returns what was read, the ids each request named, and the projections
         made along the way (read rounds only read, so they share them).
         """
         history: dict[UUID, list[Any]] = {}
-        reads: list[set[UUID]] = [set() for _ in requests]
         projections: dict[UUID, object] = {}
-        rounds = max((len(request.reads) for request in requests), default=0)
-        for number in range(rounds):
-            with self.ledger.reading_from(history, projections):
-                for request, named in zip(requests, reads, strict=True):
-                    if number < len(request.reads):
-                        named.update(named_reads(self.ledger, request.reads[number]))
-            wanted = set().union(*reads) - history.keys()
+        naming = [Naming(request) for request in requests]
+        while True:
+            for each in naming:
+                self._name_rounds(each, history, projections)
+            wanted = set().union(*(each.named for each in naming)) - history.keys()
+            if not wanted:
+                return history, [each.named for each in naming], projections
             fresh = self.ledger.read_history(wanted, self._cache.known_versions(wanted))
+            moved = {aggregate_id for aggregate_id, newer in fresh.items() if newer}
             read = self._cache.complete(fresh)
             history.update(read)
             projections.update(self._cache.projections(read))
-        return history, reads, projections
+            for each in naming:
+                each.check_guesses(moved)
+
+    def _name_rounds(
+        self,
+        naming: Naming,
+        history: dict[UUID, list[Any]],
+        projections: dict[UUID, object],
+    ) -> None:
+        """Name the request's next rounds, on what was read or else on the cache."""
+        while naming.rounds_left:
+            if naming.named <= history.keys():
+                with self.ledger.reading_from(history, projections):
+                    naming.name_next(self.ledger)
+                continue
+            guess = Guess(self._cache, history)
+            shared = GuessedProjections(self._cache, projections, guess)
+            try:
+                with self.ledger.reading_from(guess, shared):
+                    naming.name_next(self.ledger)
+            except NotHeld:
+                return
+            naming.guessed(guess.used)
 
     def _save(self, decided: list[Decided]) -> list[Any]:
         aggregates: list[Recordable] = [

@@ -40,6 +40,18 @@ class ReadCache:
             if aggregate_id in events
         }
 
+    def events_of(self, aggregate_id: UUID) -> list[Any] | None:
+        """The aggregate's cached history, or None if it is not held."""
+        return self._events.get(aggregate_id)
+
+    def projection_of(self, aggregate_id: UUID) -> object | None:
+        """A read-only projection still current for the cached history, if any."""
+        remembered = self._projections.get(aggregate_id)
+        events = self._events.get(aggregate_id)
+        if remembered and events and remembered[0] == events[-1].originator_version:
+            return remembered[1]
+        return None
+
     def complete(self, fresh: History) -> dict[UUID, list[Any]]:
         """Each aggregate's whole history: what was cached, then what is new.
 

@@ -643,3 +643,76 @@ def test_a_closed_committer_refuses_new_commands(ledger, staff, ada):
 
     with pytest.raises(CommitterClosed):
         committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)
+def test_groups_waiting_for_the_writer_are_merged_into_one_transaction(
+    ledger, committer, staff, ada, postgres_schema
+):
+    hold_writes_mentioning("slow-write", postgres_schema)
+    groups_before = committer.groups_committed
+    held = SendMessage(customer_id=ada, **{**EMAIL, "body": "slow-write"})
+    later: list[Future[SendReceipt]] = []
+
+    def decide_with_another_queued() -> Decision[SendReceipt]:
+        # Something waiting sends this group to the writer, not saved inline.
+        later.append(send_later(committer, staff, customer_id=ada, **EMAIL))
+        return decide_send(ledger, staff, held)
+
+    with advisory_lock(HOLD_KEY) as holder:
+        first = committer.enqueue(decide_with_another_queued)
+        wait_until(lambda: committer._writes_pending == 2)
+        later.append(send_later(committer, staff, customer_id=ada, **EMAIL))
+        wait_until(lambda: committer._writes_pending == 3)
+        wait_until_a_write_waits_for(holder)
+
+    receipts = [future.result() for future in (first, *later)]
+    assert all(receipt.created for receipt in receipts)
+    assert committer.groups_committed == groups_before + 2
+
+
+def test_a_send_to_a_customer_the_committer_knows_reads_the_store_once(
+    ledger, committer, staff, ada
+):
+    committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+    queries = count_reads(ledger)
+
+    committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+
+    assert len(queries) == 1
+
+
+def test_a_guess_on_a_customer_changed_elsewhere_is_named_again_and_read(
+    ledger, committer, staff, ada
+):
+    committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+    upsert_customer(
+        ledger,
+        staff,
+        UpsertCustomer(customer_id=ada, name="Ada Fernsby", email="ada@moved.example"),
+    )
+    suppress(
+        ledger,
+        staff,
+        Suppress(channel=Channel.EMAIL, address="ada@moved.example", reason="asked"),
+    )
+    queries = count_reads(ledger)
+
+    with pytest.raises(RecipientSuppressed):
+        committer.send(staff, SendMessage(customer_id=ada, **EMAIL))
+
+    assert len(queries) == 2
+
+
+def count_reads(ledger: Ledger) -> list[int]:
+    """Note each batched read of the store the ledger makes from now on."""
+    queries: list[int] = []
+    read_history = ledger.read_history
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        queries.append(1)
+        return read_history(*args, **kwargs)
+
+    ledger.read_history = counted  # type: ignore[method-assign]
+    return queries
