@@ -21,10 +21,12 @@ import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -44,19 +46,27 @@ RCPT_ACCEPTED = frozenset({250, 251})
 # RFC 5322 §2.1.1: header lines of at most 78 characters, as the library folds.
 FOLD_AT = 78
 LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+# RFC 5322 §3.6.4: a msg-id of dot-atoms, the form the ledger's Message-IDs take.
+ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+MSG_ID = re.compile(rf"<{ATOM}(?:\.{ATOM})*@{ATOM}(?:\.{ATOM})*>")
 
 
 class HeaderClasses(HeaderRegistry):
-    """The standard header registry, making each header's class only once.
+    """The standard header registry, each class made once, recent headers reused.
 
     The library's registry makes a new class every time it parses a header,
     about a third of the CPU an email took to compose (see "Delivery" in
     docs/performance.md); the classes it makes for one name are all alike.
+    Parsing the header was most of the rest, and most headers the library
+    sets are the same in every email (`Content-Type: text/plain;
+    charset="utf-8"`, `MIME-Version: 1.0`); a header object is a value no
+    one changes, so one made from the same name and value serves again.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.made: dict[str, type[BaseHeader]] = {}
+        self.parsed = lru_cache(maxsize=64)(super().__call__)
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         key = name.lower()
@@ -64,6 +74,9 @@ class HeaderClasses(HeaderRegistry):
         if made is None:
             made = self.made[key] = super().__getitem__(name)
         return made
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        return self.parsed(name, value)
 
 
 # SMTP's CRLF and 78-column folding; 7bit makes the library pick quoted-printable
@@ -153,22 +166,25 @@ def compose_email(email: OutgoingEmail, *, with_bcc: bool = False) -> bytes:
         message.set_raw("Cc", address_list("Cc", email.cc))
     if email.bcc and with_bcc:
         message.set_raw("Bcc", address_list("Bcc", email.bcc))
-    message["Subject"] = single_line(email.subject)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = single_line(email.message_id_header)
+    set_text(message, "Subject", email.subject)
+    message.set_raw("Date", format_datetime(datetime.now(UTC)))
+    set_message_id(message, email.message_id_header)
     if email.reply_to:
         message.set_raw("Reply-To", address_list("Reply-To", [email.reply_to]))
     if email.list_unsubscribe:
         message.set_raw("List-Unsubscribe", unsubscribe_links(email.list_unsubscribe))
         if email.list_unsubscribe[0].startswith("https://"):
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     if email.automated:
         # RFC 3834: tells auto-responders not to answer a machine's message.
-        message["Auto-Submitted"] = "auto-generated"
+        message.set_raw("Auto-Submitted", "auto-generated")
 
     message.set_content(email.text)
     if email.html:
+        message.make_alternative(boundary(email, "alternative"))
         message.add_alternative(email.html, subtype="html")
+    if email.attachments:
+        message.make_mixed(boundary(email, "mixed"))
     for attachment in email.attachments:
         maintype, subtype = media_type(attachment.media_type)
         message.add_attachment(
@@ -178,6 +194,55 @@ def compose_email(email: OutgoingEmail, *, with_bcc: bool = False) -> bytes:
             filename=single_line(attachment.name),
         )
     return message.as_bytes()
+
+
+def set_text(message: EmailMessage, name: str, value: str) -> None:
+    """Sets an unstructured header, stored as written where the library writes it so.
+
+    That is printable ASCII, not empty, with no encoded word, short enough for
+    its line: stored so, it is not parsed when set nor parsed and folded again
+    when the email is written. Any other value goes through the library, which
+    encodes it in RFC 2047 words and folds it.
+    """
+    single_line(value)
+    if (
+        value.isascii()
+        and value.isprintable()
+        and value
+        and "=?" not in value
+        and len(name) + 2 + len(value) <= FOLD_AT
+    ):
+        message.set_raw(name, value)
+    else:
+        message[name] = value
+
+
+def set_message_id(message: EmailMessage, value: str) -> None:
+    """Sets the Message-ID, stored as written if it is one RFC 5322 msg-id.
+
+    The library writes such an id as it is; any other value goes through the
+    library, which keeps the msg-id it can read in it.
+    """
+    single_line(value)
+    if MSG_ID.fullmatch(value) and len("Message-ID: ") + len(value) <= FOLD_AT:
+        message.set_raw("Message-ID", value)
+    else:
+        message["Message-ID"] = value
+
+
+def boundary(email: OutgoingEmail, subtype: str) -> str | None:
+    """The boundary of this attempt's multipart of that subtype, made once.
+
+    Left to itself the library draws a random boundary while writing the
+    email, parsing Content-Type again to set it. Quoted-printable and base64
+    never write "=_", so only a body sent as it is could hold the boundary;
+    if one does, None lets the library draw one that is in no part.
+    """
+    value = f"=_{subtype}.{email.message_id.hex}.{email.attempt}"
+    line = f"--{value}"
+    if line in email.text or (email.html and line in email.html):
+        return None
+    return value
 
 
 def media_type(declared: str) -> tuple[str, str]:

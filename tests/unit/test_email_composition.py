@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.smtp import compose_email
+from adapters.smtp import MIME_POLICY, compose_email
 from commands.ports import OutgoingAttachment, OutgoingEmail
 
 # Any character but surrogates and those `str.splitlines` breaks a header at.
@@ -129,6 +129,37 @@ def test_composed_email_reads_back_as_written_in_lines_of_at_most_998_octets(
     lines = raw.split(b"\r\n")
     assert max(len(line) for line in lines) <= 998
     assert not any(b"\r" in line or b"\n" in line for line in lines)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=st.text(
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E) | one_line, max_size=90
+    )
+)
+def test_a_subject_goes_out_as_the_library_folds_it(subject: str) -> None:
+    # Short ASCII subjects are stored as written, to spare the library parsing
+    # and folding them; what goes out must not differ from what it would write.
+    folded = MIME_POLICY.fold_binary(
+        "Subject", MIME_POLICY.header_factory("Subject", subject)
+    )
+
+    raw = compose_email(outgoing(subject=subject))
+
+    headers, _, _ = raw.partition(b"\r\n\r\n")
+    assert b"\r\n" + folded in b"\r\n" + headers + b"\r\n"
+
+
+def test_a_body_holding_the_boundary_line_gets_a_boundary_it_does_not_hold() -> None:
+    message_id = uuid.uuid4()
+    text = f"Forwarded:\n--=_alternative.{message_id.hex}.1\nSee you."
+    email = outgoing(message_id=message_id, text=text, html="<p>See you.</p>")
+
+    message = read_back(compose_email(email))
+
+    assert f"=_alternative.{message_id.hex}" not in message.get_boundary("")
+    assert body(message, "plain") == lines_of(text)
+    assert body(message, "html") == lines_of("<p>See you.</p>")
 
 
 def test_headers_name_the_message_its_sender_and_its_replies() -> None:
