@@ -21,7 +21,8 @@ literals that cannot carry SQL: canonical UUIDs, integers, hex-encoded state
 decoded by the server, and topics quoted by libpq. A consumer's save with a
 tracking position still goes the library's way of one statement at a time,
 with the lock and NOTIFY as one simple query and the events as four binary
-arrays unnested server-side.
+arrays unnested server-side, and so does a batch whose state passes
+ONE_QUERY_STATE_BYTES.
 
 Everything else is the library's: the same table and columns, the same
 `LOCK TABLE … IN EXCLUSIVE MODE` so notification order equals commit order,
@@ -60,6 +61,10 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
 CREATE_ATTEMPTS = 5
+# Event state written into one query as hex, at most: a larger batch (a
+# statement run of long HTML emails, say) goes as binary arrays instead, so a
+# save never builds a query of hundreds of megabytes.
+ONE_QUERY_STATE_BYTES = 4 * 1024 * 1024
 
 
 class RenderedStatements(NamedTuple):
@@ -156,7 +161,7 @@ class ArrayInsertRecorder(PostgresApplicationRecorder):
             return inserted
         with self.datastore.get_connection() as connection:
             statements = self._rendered(connection)
-            if not given(kwargs):
+            if not given(kwargs) and fits_one_query(stored_events):
                 return self._insert_in_one_query(connection, statements, stored_events)
             with connection.transaction():
                 self._record_alongside(connection, kwargs)
@@ -290,6 +295,11 @@ class ArrayInsertProcessRecorder(ArrayInsertRecorder, PostgresProcessRecorder):
         if tracking is not None:
             with connection.cursor() as cursor:
                 self._insert_tracking(cursor, tracking=tracking)
+
+
+def fits_one_query(stored_events: Sequence[StoredEvent]) -> bool:
+    """Whether the batch's state is small enough to be written out in one query."""
+    return sum(len(event.state) for event in stored_events) <= ONE_QUERY_STATE_BYTES
 
 
 def given(options: dict[str, Any]) -> set[str]:

@@ -9,6 +9,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters import fast_store
 from adapters.store import store_environment
 from commands.application import Ledger
 from ledger.directory import Company
@@ -46,7 +47,7 @@ def test_ledgers_and_dispatchers_started_together_all_come_up(postgres_schema):
 
 
 @pytest.mark.postgres
-def test_application_saves_take_the_array_insert(postgres_schema, monkeypatch):
+def test_application_saves_take_the_ledgers_own_insert(postgres_schema, monkeypatch):
     """`save` passes `tracking=None`; that must not send it down the slow path."""
     library_inserts: list[int] = []
     library_insert = PostgresApplicationRecorder.insert_events
@@ -73,6 +74,49 @@ def test_application_saves_take_the_array_insert(postgres_schema, monkeypatch):
         ledger.close()
 
     assert library_inserts == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("limit", [fast_store.ONE_QUERY_STATE_BYTES, 100])
+def test_a_batch_is_saved_whole_in_one_query_or_as_arrays_past_the_limit(
+    postgres_schema, monkeypatch, limit
+):
+    monkeypatch.setattr(fast_store, "ONE_QUERY_STATE_BYTES", limit)
+    one_query = []
+    original = fast_store.ArrayInsertRecorder._insert_in_one_query
+
+    def counted(self, connection, statements, stored_events):
+        one_query.append(len(stored_events))
+        return original(self, connection, statements, stored_events)
+
+    monkeypatch.setattr(fast_store.ArrayInsertRecorder, "_insert_in_one_query", counted)
+    ledger = Ledger(env=store_environment(postgres_url(postgres_schema)))
+    try:
+        companies = [
+            Company._create(
+                Company.Registered,
+                id=Company.id_for(f"batch-{number}"),
+                tenant_id=f"batch-{number}",
+                name=f"Company 'O{number}",
+                email_sender="office@batch.example",
+                sms_sender=None,
+                default_region="US",
+            )
+            for number in range(3)
+        ]
+        ledger.commit(companies)
+
+        stored = ledger.recorder.select_notifications(start=None, limit=10)
+        assert [n.originator_id for n in stored] == [c.id for c in companies]
+        assert [ledger.repository.get(c.id).name for c in companies] == [
+            "Company 'O0",
+            "Company 'O1",
+            "Company 'O2",
+        ]
+    finally:
+        ledger.close()
+
+    assert one_query == ([3] if limit > 100 else [])
 
 
 @pytest.mark.postgres
