@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import uuid
 from typing import Any
 
 import pytest
@@ -17,24 +16,10 @@ from commands.ports import (
     SendOutcome,
 )
 from tests.integration.smtp_sink import Sink, make_tls, smtp_server
+from tests.outgoing import outgoing_email
 
 ADA = "ada.fernsby@example.com"
 BEN = "ben.okafor@example.com"
-
-
-def email(**fields: object) -> OutgoingEmail:
-    message_id = uuid.uuid4()
-    values: dict[str, object] = {
-        "message_id": message_id,
-        "attempt": 1,
-        "message_id_header": f"<{message_id}.1@reply.brightside.example>",
-        "sender": "office@brightside.example",
-        "to": (ADA,),
-        "subject": "Your appointment on Tuesday",
-        "text": "See you at 10:00.",
-    }
-    values.update(fields)
-    return OutgoingEmail(**values)  # type: ignore[arg-type]
 
 
 def send(provider: SmtpProvider, *emails: OutgoingEmail) -> list[SendOutcome]:
@@ -57,7 +42,7 @@ def plain(port: int, **settings: object) -> SmtpProvider:
 
 def test_email_arrives_with_headers_alternatives_and_attachment() -> None:
     sink = Sink()
-    outgoing = email(
+    outgoing = outgoing_email(
         cc=(BEN,),
         bcc=("records@brightside.example",),
         html="<p>See you at <b>10:00</b>.</p>",
@@ -101,7 +86,7 @@ def test_starttls_with_auth_logs_in_over_the_encrypted_channel() -> None:
             ),
             tls_context=tls.client_context(),
         )
-        [outcome] = send(provider, email())
+        [outcome] = send(provider, outgoing_email())
 
     assert outcome.kind == OutcomeKind.ACCEPTED
     assert sink.logins == ["brightside"]
@@ -118,7 +103,7 @@ def test_wrong_password_is_a_permanent_failure() -> None:
             ),
             tls_context=tls.client_context(),
         )
-        [outcome] = send(provider, email())
+        [outcome] = send(provider, outgoing_email())
 
     assert outcome.kind == OutcomeKind.PERMANENT
     assert "535" in outcome.reason
@@ -133,7 +118,7 @@ def test_implicit_tls_sends_over_tls_from_the_first_byte() -> None:
             SmtpSettings("127.0.0.1", port, tls="implicit"),
             tls_context=tls.client_context(),
         )
-        [outcome] = send(provider, email())
+        [outcome] = send(provider, outgoing_email())
 
     assert outcome.kind == OutcomeKind.ACCEPTED
     assert len(sink.received) == 1
@@ -147,7 +132,7 @@ def test_untrusted_certificate_is_not_accepted() -> None:
             SmtpSettings("127.0.0.1", port, tls="implicit"),
             tls_context=ssl.create_default_context(),
         )
-        [outcome] = send(provider, email())
+        [outcome] = send(provider, outgoing_email())
 
     assert outcome.kind == OutcomeKind.TRANSIENT
     assert sink.received == []
@@ -157,7 +142,7 @@ def test_4xx_reply_is_transient_and_keeps_the_servers_words() -> None:
     sink = Sink(rcpt_answers={ADA: ["451 4.7.1 Greylisted, try again later"]})
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email())
+        [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == OutcomeKind.TRANSIENT
     assert "451" in outcome.reason and "Greylisted" in outcome.reason
@@ -168,7 +153,7 @@ def test_5xx_reply_is_permanent() -> None:
     sink = Sink(rcpt_answers={ADA: ["550 5.1.1 No such user"]})
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email())
+        [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == OutcomeKind.PERMANENT
     assert "550 5.1.1 No such user" in outcome.reason
@@ -178,7 +163,7 @@ def test_partial_refusal_is_accepted_and_recorded_per_recipient() -> None:
     sink = Sink(rcpt_answers={BEN: ["550 5.1.1 No such user"]})
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email(cc=(BEN,)))
+        [outcome] = send(plain(port), outgoing_email(cc=(BEN,)))
 
     assert outcome.kind == OutcomeKind.ACCEPTED
     assert outcome.accepted == (ADA,)
@@ -190,7 +175,7 @@ def test_server_closing_during_recipients_is_transient_and_sends_nothing() -> No
     sink = Sink(rcpt_answers={BEN: ["421 4.3.2 Service shutting down"]})
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email(cc=(BEN,)))
+        [outcome] = send(plain(port), outgoing_email(cc=(BEN,)))
 
     assert outcome.kind == OutcomeKind.TRANSIENT
     assert "421 4.3.2 Service shutting down" in outcome.reason
@@ -201,7 +186,7 @@ def test_server_that_knows_no_ehlo_is_greeted_with_helo() -> None:
     sink = Sink(knows_ehlo=False)
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email())
+        [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == OutcomeKind.ACCEPTED
     assert sink.received[0].rcpt_tos == [ADA]
@@ -211,7 +196,7 @@ def test_recipient_answered_251_will_forward_is_accepted() -> None:
     sink = Sink(rcpt_answers={ADA: ["251 2.1.5 User not local; will forward"]})
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email())
+        [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == OutcomeKind.ACCEPTED
     assert outcome.accepted == (ADA,)
@@ -231,7 +216,7 @@ def test_refused_sender_fails_with_the_servers_answer(
     sink = Sink(mail_answers=[answer])
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email())
+        [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == kind
     assert answer in outcome.reason
@@ -243,7 +228,9 @@ def test_size_is_declared_so_an_oversized_email_is_refused_before_its_data() -> 
     scan = OutgoingAttachment("scan.pdf", "application/pdf", b"%PDF-1.4 " * 2000)
 
     with smtp_server(sink, size_limit=10_000) as port:
-        big, small = send(plain(port), email(attachments=(scan,)), email())
+        big, small = send(
+            plain(port), outgoing_email(attachments=(scan,)), outgoing_email()
+        )
 
     assert big.kind == OutcomeKind.PERMANENT
     assert "552" in big.reason and "fixed maximum message size" in big.reason
@@ -261,7 +248,7 @@ def test_address_that_could_alter_the_smtp_command_is_refused_unsent(
     sink = Sink()
 
     with smtp_server(sink) as port:
-        [outcome] = send(plain(port), email(bcc=(address,)))
+        [outcome] = send(plain(port), outgoing_email(bcc=(address,)))
 
     assert outcome.kind == OutcomeKind.PERMANENT
     assert "could not be composed" in outcome.reason
@@ -270,7 +257,7 @@ def test_address_that_could_alter_the_smtp_command_is_refused_unsent(
 
 def test_connection_dropped_after_data_is_an_unknown_outcome_then_reconnects() -> None:
     sink = Sink(drop_data=1)
-    first = email()
+    first = outgoing_email()
 
     with smtp_server(sink) as port:
         outcomes = send(plain(port), first, first)
@@ -281,7 +268,7 @@ def test_connection_dropped_after_data_is_an_unknown_outcome_then_reconnects() -
 
 def test_timeout_waiting_for_the_answer_to_data_is_an_unknown_outcome() -> None:
     sink = Sink(late_answers=[0.5])
-    first = email()
+    first = outgoing_email()
 
     with smtp_server(sink) as port:
         outcomes = send(plain(port, timeout=0.2), first, first)
@@ -295,7 +282,7 @@ def test_server_that_is_down_is_a_transient_failure() -> None:
     with smtp_server(Sink()) as port:
         pass
 
-    [outcome] = send(plain(port), email())
+    [outcome] = send(plain(port), outgoing_email())
 
     assert outcome.kind == OutcomeKind.TRANSIENT
     assert "Could not reach" in outcome.reason
@@ -307,7 +294,9 @@ def test_pool_reuses_its_connections_for_many_messages() -> None:
     async def go(provider: SmtpProvider) -> list[SendOutcome]:
         try:
             return list(
-                await asyncio.gather(*(provider.send_email(email()) for _ in range(12)))
+                await asyncio.gather(
+                    *(provider.send_email(outgoing_email()) for _ in range(12))
+                )
             )
         finally:
             await provider.close()
@@ -348,7 +337,7 @@ def test_bad_smtp_url_is_refused_with_a_sentence_and_no_password(url: str) -> No
 
 def test_accented_subject_and_file_name_arrive_intact() -> None:
     sink = Sink()
-    outgoing = email(
+    outgoing = outgoing_email(
         subject="Rendez-vous confirmé pour mardi ✓",
         text="À mardi, Ada.",
         attachments=(OutgoingAttachment("reçu.pdf", "application/pdf", b"%PDF"),),

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.smtp import MIME_POLICY, compose_email
-from commands.ports import OutgoingAttachment, OutgoingEmail
+from commands.ports import OutgoingAttachment
+from tests.outgoing import outgoing_email
 
 # Any character but surrogates and those `str.splitlines` breaks a header at.
 LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -39,21 +40,6 @@ attachments = st.builds(
     media_type=st.sampled_from(["application/pdf", "image/png", "text/csv", ""]),
     content=st.binary(max_size=4000),
 )
-
-
-def outgoing(**fields: object) -> OutgoingEmail:
-    message_id = uuid.uuid4()
-    values: dict[str, object] = {
-        "message_id": message_id,
-        "attempt": 1,
-        "message_id_header": f"<{message_id}.1@reply.brightside.example>",
-        "sender": "office@brightside.example",
-        "to": ("ada.fernsby@example.com",),
-        "subject": "Your appointment on Tuesday",
-        "text": "See you at 10:00.",
-    }
-    values.update(fields)
-    return OutgoingEmail(**values)  # type: ignore[arg-type]
 
 
 def read_back(raw: bytes) -> EmailMessage:
@@ -102,7 +88,7 @@ def test_composed_email_reads_back_as_written_in_lines_of_at_most_998_octets(
     html: str | None,
     files: list[OutgoingAttachment],
 ) -> None:
-    email = outgoing(
+    email = outgoing_email(
         subject=subject,
         to=tuple(to),
         cc=tuple(cc),
@@ -144,7 +130,7 @@ def test_a_subject_goes_out_as_the_library_folds_it(subject: str) -> None:
         "Subject", MIME_POLICY.header_factory("Subject", subject)
     )
 
-    raw = compose_email(outgoing(subject=subject))
+    raw = compose_email(outgoing_email(subject=subject))
 
     headers, _, _ = raw.partition(b"\r\n\r\n")
     assert b"\r\n" + folded in b"\r\n" + headers + b"\r\n"
@@ -153,7 +139,7 @@ def test_a_subject_goes_out_as_the_library_folds_it(subject: str) -> None:
 def test_a_body_holding_the_boundary_line_gets_a_boundary_it_does_not_hold() -> None:
     message_id = uuid.uuid4()
     text = f"Forwarded:\n--=_alternative.{message_id.hex}.1\nSee you."
-    email = outgoing(message_id=message_id, text=text, html="<p>See you.</p>")
+    email = outgoing_email(message_id=message_id, text=text, html="<p>See you.</p>")
 
     message = read_back(compose_email(email))
 
@@ -163,7 +149,7 @@ def test_a_body_holding_the_boundary_line_gets_a_boundary_it_does_not_hold() -> 
 
 
 def test_headers_name_the_message_its_sender_and_its_replies() -> None:
-    email = outgoing(reply_to="reply+7f3a.9c2e@reply.brightside.example")
+    email = outgoing_email(reply_to="reply+7f3a.9c2e@reply.brightside.example")
 
     message = read_back(compose_email(email))
 
@@ -180,7 +166,7 @@ def test_addresses_too_long_for_a_line_leave_the_headers_whole() -> None:
     # empty line between them (CPython gh-142006).
     to = ["reminders" * 9 + "@brightside.example", "statements" * 8 + "@example.com"]
 
-    raw = compose_email(outgoing(to=tuple(to), subject="Tuesday"))
+    raw = compose_email(outgoing_email(to=tuple(to), subject="Tuesday"))
 
     headers, _, _ = raw.partition(b"\r\n\r\n")
     assert b"Subject: Tuesday" in headers
@@ -189,7 +175,9 @@ def test_addresses_too_long_for_a_line_leave_the_headers_whole() -> None:
 
 def test_marketing_email_offers_one_click_unsubscribe_with_links_left_whole() -> None:
     link = "https://brightside.example/unsubscribe/" + "k3Jx9" * 30
-    email = outgoing(list_unsubscribe=(link, "mailto:unsubscribe@brightside.example"))
+    email = outgoing_email(
+        list_unsubscribe=(link, "mailto:unsubscribe@brightside.example")
+    )
 
     raw = compose_email(email)
 
@@ -202,7 +190,7 @@ def test_marketing_email_offers_one_click_unsubscribe_with_links_left_whole() ->
 
 
 def test_a_mailto_only_unsubscribe_has_no_one_click_post() -> None:
-    email = outgoing(list_unsubscribe=("mailto:unsubscribe@brightside.example",))
+    email = outgoing_email(list_unsubscribe=("mailto:unsubscribe@brightside.example",))
 
     message = read_back(compose_email(email))
 
@@ -211,8 +199,8 @@ def test_a_mailto_only_unsubscribe_has_no_one_click_post() -> None:
 
 
 def test_a_plain_ascii_body_goes_as_it_is_and_any_other_in_seven_bit_encoding() -> None:
-    plain = read_back(compose_email(outgoing(text="See you at 10:00.")))
-    accented = read_back(compose_email(outgoing(text="À mardi, Ada.")))
+    plain = read_back(compose_email(outgoing_email(text="See you at 10:00.")))
+    accented = read_back(compose_email(outgoing_email(text="À mardi, Ada.")))
 
     assert plain["Content-Transfer-Encoding"] == "7bit"
     assert accented["Content-Transfer-Encoding"] == "quoted-printable"
@@ -233,12 +221,12 @@ def test_a_plain_ascii_body_goes_as_it_is_and_any_other_in_seven_bit_encoding() 
 )
 def test_a_line_break_in_a_header_value_is_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="a header value contains a line break"):
-        compose_email(outgoing(**fields))
+        compose_email(outgoing_email(**fields))
 
 
 def test_a_non_ascii_address_is_refused() -> None:
     with pytest.raises(ValueError, match="is not an ASCII address"):
-        compose_email(outgoing(cc=("adé@example.com",)))
+        compose_email(outgoing_email(cc=("adé@example.com",)))
 
 
 @pytest.mark.parametrize("media_type", ["multipart/mixed", "message/rfc822", ""])
@@ -247,7 +235,7 @@ def test_an_attachment_of_a_type_that_needs_parsing_goes_as_octet_stream(
 ) -> None:
     file = OutgoingAttachment("forwarded.eml", media_type, b"Subject: hi\n\nhello\n")
 
-    raw = compose_email(outgoing(attachments=(file,)))
+    raw = compose_email(outgoing_email(attachments=(file,)))
 
     [attachment] = read_back(raw).iter_attachments()
     assert attachment.get_content_type() == "application/octet-stream"
